@@ -1,0 +1,94 @@
+"""Compile speed of a ResNet-34-sized network (about 21.8M parameters), against the memory floor.
+
+The floor is what any converter must do at least: flatten all parameters and
+write a 2 x P index. Run: ``python benchmarks/compile_speed.py [--repeat 3]``.
+Prints seconds, edges per second and the ratio to the floor, all from one run.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gmnfx
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ImageNet-style ResNet in plain torch (no torchvision)."""
+
+    def __init__(self, blocks=(3, 4, 6, 3), widths=(64, 128, 256, 512), num_classes: int = 1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, 1))
+        layers, cin = [], widths[0]
+        for i, (n, w) in enumerate(zip(blocks, widths)):
+            for j in range(n):
+                layers.append(BasicBlock(cin, w, 2 if j == 0 and i > 0 else 1))
+                cin = w
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+def memory_floor(model: nn.Module) -> float:
+    start = time.perf_counter()
+    flat = gmnfx.flat_parameters(model)
+    index = torch.empty(2, flat.numel(), dtype=torch.long)
+    torch.arange(flat.numel(), out=index[0])
+    index[1].copy_(index[0])
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=64, help="input size used for tracing")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = ResNet().eval()
+    example = torch.randn(1, 3, args.image_size, args.image_size)
+    num_params = sum(p.numel() for p in model.parameters())
+    gmnfx.compile(model, example)  # warm-up (imports, allocator)
+    floors, times, graph = [], [], None
+    for _ in range(args.repeat):
+        floors.append(memory_floor(model))
+        start = time.perf_counter()
+        graph = gmnfx.compile(model, example)
+        times.append(time.perf_counter() - start)
+    best, floor = min(times), min(floors)
+    print(f"model: ResNet-34 (plain torch), {num_params / 1e6:.2f}M parameters, traced at {args.image_size}x{args.image_size}")
+    print(f"parameter graph: {graph.num_nodes} nodes, {graph.num_edges} edges")
+    print(f"compile: {best:.3f} s (best of {args.repeat}; all: {', '.join(f'{t:.3f}' for t in times)})")
+    print(f"edges/s: {graph.num_edges / best / 1e6:.2f} M")
+    print(f"memory floor (flatten + 2xP index): {floor:.3f} s")
+    print(f"ratio to floor: {best / floor:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

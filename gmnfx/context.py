@@ -1,0 +1,160 @@
+"""What a lowering rule sees: the node's values, its module, and the neuron graph."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from gmnfx.errors import LoweringError
+from gmnfx.ir import META_LAYER, META_MODULE_PATH, META_TENSOR, META_VALUE, Constant, Neurons, Params, TensorInfo
+from gmnfx.neuron_graph import LayerInfo, NeuronGraph
+from gmnfx.params import ParamTable
+
+__all__ = ["LoweringContext", "source_line"]
+
+_MISSING = object()
+
+
+def source_line(node: fx.Node) -> str:
+    """The user's source line that produced ``node`` (last frame of its stack trace), or ""."""
+    trace = node.meta.get("stack_trace") or ""
+    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+    if len(lines) >= 2 and lines[-2].startswith("File "):
+        return f"{lines[-2]}: {lines[-1]}"
+    return lines[-1] if lines else ""
+
+
+@dataclass
+class LoweringContext:
+    """Per-compilation state handed to every lowering rule."""
+
+    graph_module: fx.GraphModule
+    graph: NeuronGraph
+    params: ParamTable
+    batch_size: int
+    node: Optional[fx.Node] = None
+    rule_name: str = ""
+    _layer: Optional[int] = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ node context
+    def begin(self, node: fx.Node, rule_name: str) -> None:
+        self.node, self.rule_name, self._layer = node, rule_name, None
+
+    @property
+    def layer(self) -> int:
+        """This node's layer index, allocated the first time a rule asks for it."""
+        if self._layer is None:
+            self._layer = self.graph.add_layer(
+                LayerInfo(self.node.name, self.rule_name, self.module_path, source_line(self.node))
+            )
+            self.node.meta[META_LAYER] = self._layer
+        return self._layer
+
+    @property
+    def module_path(self) -> str:
+        return self.node.meta.get(META_MODULE_PATH, "") if self.node is not None else ""
+
+    @property
+    def where(self) -> str:
+        """``"relu (module 'block.act')"``: where the current node is, for error messages."""
+        path = self.module_path or "<root>"
+        return f"{self.node.format_node()} in module '{path}'"
+
+    def source(self) -> str:
+        return f"{self.node.name} ({self.module_path or '<root>'})"
+
+    def fail(self, message: str) -> LoweringError:
+        """A LoweringError that names the current node, module and source line."""
+        line = source_line(self.node)
+        return LoweringError(f"{message}\n  at {self.where}" + (f"\n  source: {line}" if line else ""))
+
+    # ------------------------------------------------------------------ values
+    def value(self, arg: Any) -> Any:
+        """The lowered value of an argument: fx nodes resolve to their meta value, literals stay."""
+        if isinstance(arg, fx.Node):
+            value = arg.meta[META_VALUE]
+            return value.value if isinstance(value, Constant) else value
+        if isinstance(arg, (list, tuple)):
+            return type(arg)(self.value(a) for a in arg)
+        return arg
+
+    def neurons(self, arg: Any, what: str = "input") -> Neurons:
+        value = self.value(arg)
+        if not isinstance(value, Neurons):
+            raise self.fail(f"expected the {what} to be an activation of the network (got {_kind(value)})")
+        return value
+
+    def params_or_none(self, arg: Any, what: str) -> Optional[Params]:
+        """A parameter argument, None for ``None``; constants and activations are errors."""
+        value = self.value(arg)
+        if value is None or isinstance(value, Params):
+            return value
+        raise self.fail(
+            f"expected the {what} to be a parameter of the model (got {_kind(value)}); "
+            "gmnfx places parameters on edges, so weights computed from the input or from "
+            "buffers need their own lowering rule"
+        )
+
+    def module(self, node: Optional[fx.Node] = None) -> nn.Module:
+        node = node or self.node
+        return self.graph_module.get_submodule(node.target)
+
+    def module_param(self, module: nn.Module, name: str) -> Optional[Params]:
+        """The module's parameter ``name`` as a Params value (None if absent or None)."""
+        tensor = getattr(module, name, None)
+        if tensor is None:
+            return None
+        entry = self.params.entry_for(tensor)
+        if entry is None:
+            raise self.fail(f"'{name}' of {type(module).__name__} is not a registered parameter of the model")
+        return Params(self.params.index_tensor(entry), entry.name)
+
+    def tensor_info(self, node: Optional[fx.Node] = None) -> TensorInfo:
+        node = node or self.node
+        info = node.meta.get(META_TENSOR)
+        if not isinstance(info, TensorInfo):
+            raise self.fail("expected this op to produce a single tensor")
+        return info
+
+    def out_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the current node's output, from shape propagation."""
+        info = self.tensor_info()
+        if not info.shape or info.shape[0] != self.batch_size:
+            raise self.fail(
+                f"expected the output to keep the batch dimension first (batch size {self.batch_size}, "
+                f"got shape {tuple(info.shape)}); gmnfx needs every activation to be [batch, ...]"
+            )
+        return info.sample_shape
+
+    def bind(self, node: fx.Node, *names: str, **defaults: Any) -> list:
+        """Values of the node's arguments by name: positional first, then keywords, then defaults."""
+        order = list(names) + list(defaults)
+        args = list(node.args)
+        if len(args) > len(order):
+            args = args[: len(order)]
+        bound = dict(zip(order, args))
+        for key, val in node.kwargs.items():
+            if key in order:
+                bound[key] = val
+        out = []
+        for name in order:
+            if name in bound:
+                out.append(self.value(bound[name]))
+            elif name in defaults:
+                out.append(defaults[name])
+            else:
+                raise self.fail(f"missing argument '{name}'")
+        return out
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Neurons):
+        return "an activation"
+    if isinstance(value, Params):
+        return f"parameter '{value.name}'"
+    if isinstance(value, Constant):
+        return f"a constant {type(value.value).__name__}"
+    return f"{type(value).__name__} {value!r}"[:80]

@@ -1,0 +1,133 @@
+"""Flat parameter indexing: ``flat_parameters`` and ``write_parameters``.
+
+Parameter-graph edges point into ``flat_parameters(model)`` through
+``edge_param``. :class:`ParamTable` maps every parameter (tied ones once) to
+its offset in that vector and back to a readable name.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from gmnfx.errors import GmnfxError, InputShapeError
+
+__all__ = ["flat_parameters", "write_parameters", "ParamTable", "ParamEntry"]
+
+
+def flat_parameters(model: nn.Module) -> torch.Tensor:
+    """``torch.cat`` of ``model.parameters()`` flattened, in that order (tied parameters once).
+
+    Example:
+        >>> flat_parameters(nn.Linear(3, 2)).shape
+        torch.Size([8])
+    """
+    params = [p.detach().reshape(-1) for p in model.parameters()]
+    if not params:
+        return torch.empty(0)
+    return torch.cat(params)
+
+
+@dataclass(frozen=True)
+class ParamEntry:
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+class ParamTable:
+    """Offsets of a model's parameters in ``flat_parameters(model)``."""
+
+    def __init__(self, model: nn.Module):
+        self.entries: list[ParamEntry] = []
+        self._by_id: dict[int, ParamEntry] = {}
+        self._model = model
+        offset = 0
+        for name, p in model.named_parameters():  # deduplicates tied parameters, same order as parameters()
+            entry = ParamEntry(name, offset, tuple(p.shape))
+            self.entries.append(entry)
+            self._by_id[id(p)] = entry
+            offset += p.numel()
+        self.num_parameters = offset
+        self._offsets = [e.offset for e in self.entries]
+
+    def entry_for(self, tensor: torch.Tensor) -> ParamEntry | None:
+        return self._by_id.get(id(tensor))
+
+    def entry_for_name(self, qualified_name: str) -> ParamEntry | None:
+        try:
+            return self.entry_for(self._model.get_parameter(qualified_name))
+        except AttributeError:
+            return None
+
+    def index_tensor(self, entry: ParamEntry) -> torch.Tensor:
+        """Flat indices of the entry's elements, in the parameter's shape."""
+        return torch.arange(entry.offset, entry.offset + entry.numel, dtype=torch.long).view(entry.shape)
+
+    def describe(self, flat_index: int) -> str:
+        """``"name[i, j]"`` for a flat parameter index."""
+        k = bisect.bisect_right(self._offsets, flat_index) - 1
+        if k < 0 or flat_index >= self.num_parameters:
+            return f"<flat index {flat_index}>"
+        entry = self.entries[k]
+        local = flat_index - entry.offset
+        coords = []
+        for size in reversed(entry.shape):
+            coords.append(local % size)
+            local //= size
+        return f"{entry.name}[{', '.join(map(str, reversed(coords)))}]"
+
+    def signature(self) -> list[list]:
+        """``[[name, shape], ...]``: what a graph stores to recognize its model later."""
+        return [[e.name, list(e.shape)] for e in self.entries]
+
+
+@torch.no_grad()
+def write_parameters(model: nn.Module, graph, edge_values: torch.Tensor) -> nn.Module:
+    """Write one value per edge of ``graph`` back into ``model``'s parameters, in place.
+
+    Edges with ``edge_param == -1`` are ignored. In a computation graph a
+    parameter sits on several edges; it receives the mean of their values.
+    Parameters on no edge keep their value. Returns ``model``.
+
+    Args:
+        model: the model ``graph`` was compiled from (same parameter names and shapes).
+        graph: a ``ParameterGraph`` or ``ComputationGraph``.
+        edge_values: tensor ``[num_edges]`` of new values.
+    """
+    edge_values = torch.as_tensor(edge_values)
+    if edge_values.shape != (graph.num_edges,):
+        raise InputShapeError(f"write_parameters: expected edge_values of shape ({graph.num_edges},) (got {tuple(edge_values.shape)})")
+    expected = graph.param_signature
+    actual = ParamTable(model).signature()
+    if expected and actual != expected:
+        mismatch = next((i for i, (a, b) in enumerate(zip(actual, expected)) if a != b), min(len(actual), len(expected)))
+        got = actual[mismatch] if mismatch < len(actual) else "nothing"
+        want = expected[mismatch] if mismatch < len(expected) else "nothing"
+        raise GmnfxError(
+            f"write_parameters: the model does not match the graph: parameter #{mismatch} is {got} "
+            f"but the graph was compiled from a model with {want}"
+        )
+    flat = flat_parameters(model).to(torch.float64)
+    mask = graph.edge_param >= 0
+    index = graph.edge_param[mask]
+    values = edge_values[mask].to(torch.float64)
+    summed = torch.zeros_like(flat).index_add_(0, index, values)
+    count = torch.zeros_like(flat).index_add_(0, index, torch.ones_like(values))
+    written = count > 0
+    flat[written] = summed[written] / count[written]
+    offset = 0
+    for p in model.parameters():
+        n = p.numel()
+        p.copy_(flat[offset : offset + n].view_as(p).to(p.dtype))
+        offset += n
+    return model

@@ -1,0 +1,75 @@
+"""Pass 4b: collapse weight sharing into the parameter graph.
+
+Conv positions collapse into channel nodes (kernel offsets become edge
+features), every block emits one edge per parameter it uses, and a parameter
+used by several blocks (tied or reused weights) keeps one edge at its first
+use; later uses joining other channels become parameter-free TIED edges so the
+coupling stays visible. A parameter on no edge is an error.
+"""
+from __future__ import annotations
+
+import torch
+
+from gmnfx.edge_blocks import EdgeColumns, combine_index_keys
+from gmnfx.errors import ParameterPlacementError
+from gmnfx.schema import EdgeType
+
+from .materialize import gather_block_edges
+
+__all__ = ["collapse_weight_sharing"]
+
+
+def collapse_weight_sharing(state):
+    """Channel-level nodes and edges into ``state.nodes`` / ``state.edges``."""
+    graph = state.neuron_graph
+    nodes = {name: graph.channels.column(name) for name in
+             ("node_type", "op", "activation", "activation_param", "layer", "io_tensor", "io_index",
+              "norm_eps", "norm_mean", "norm_var")}
+    zeros = torch.zeros(graph.num_channels, dtype=torch.long)
+    nodes.update(pos_0=zeros, pos_1=zeros, pos_2=zeros)
+    state.nodes = nodes
+    edges, block, edge_type = gather_block_edges(state, "parameter_edges")
+    counts = torch.bincount(edges.param + 1, minlength=state.param_table.num_parameters + 1)[1:]
+    if not bool((counts > 0).all()):
+        _raise_unplaced(counts > 0, state.param_table)
+    if counts.numel() and int(counts.max()) > 1:
+        edges, block, edge_type = _resolve_shared_parameters(edges, block, edge_type, state.flat_params, counts)
+    state.edges, state.edge_block, state.edge_type = edges, block, edge_type
+    return state
+
+
+def _resolve_shared_parameters(edges: EdgeColumns, block: torch.Tensor, edge_type: torch.Tensor,
+                               flat_params: torch.Tensor, counts: torch.Tensor):
+    """One edge per (parameter, channel pair); the first use of a parameter keeps it, later ones are TIED."""
+    num_params, num_edges = flat_params.numel(), edges.param.numel()
+    with_param = edges.param >= 0
+    shared = torch.nonzero(with_param & (counts[edges.param.clamp(min=0)] > 1)).squeeze(1)
+    inverse = combine_index_keys([edges.param[shared], edges.src[shared], edges.dst[shared]])
+    first_of_triple = torch.full((int(inverse.max()) + 1,), num_edges, dtype=torch.long)
+    first_of_triple.scatter_reduce_(0, inverse, shared, reduce="amin")
+    keep = torch.ones(num_edges, dtype=torch.bool)
+    keep[shared] = False
+    keep[first_of_triple] = True
+    first_of_param = torch.full((num_params,), num_edges, dtype=torch.long)
+    first_of_param.scatter_reduce_(0, edges.param[first_of_triple], first_of_triple, reduce="amin")
+    tied = first_of_triple[first_of_triple != first_of_param[edges.param[first_of_triple]]]
+    edge_type, weight, param = edge_type.clone(), edges.weight.clone(), edges.param.clone()
+    edge_type[tied] = int(EdgeType.TIED)
+    weight[tied] = flat_params[param[tied]].float()
+    param[tied] = -1
+    idx = torch.nonzero(keep).squeeze(1)
+    out = EdgeColumns(edges.src[idx], edges.dst[idx], param[idx], weight[idx], edges.pos[idx])
+    return out, block[idx], edge_type[idx]
+
+
+def _raise_unplaced(placed: torch.Tensor, table) -> None:
+    missing = []
+    for entry in table.entries:
+        part = placed[entry.offset : entry.offset + entry.numel]
+        if not bool(part.all()):
+            missing.append(f"{entry.name} ({int((~part).sum())} of {entry.numel} values)")
+    raise ParameterPlacementError(
+        "these parameters are not used by the traced forward pass, so they cannot be placed on any edge: "
+        + ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        + ". Remove unused parameters from the model, or compile the submodule that uses them."
+    )

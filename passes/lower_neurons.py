@@ -1,0 +1,150 @@
+"""Pass 3: neuron-level lowering.
+
+Walks the traced graph in order and asks the registry for each op's lowering
+rule. Rules read their inputs' :class:`~gmnfx.ir.Neurons` / :class:`~gmnfx.ir.Params`
+values, create neurons and edge blocks in the :class:`~gmnfx.neuron_graph.NeuronGraph`,
+and return the op's output value, stored under ``META_VALUE``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils import _pytree as pytree
+
+import gmnfx.passes.lowering  # noqa: F401  (registers the built-in rules)
+from gmnfx.context import LoweringContext, source_line
+from gmnfx.errors import GmnfxError, LoweringError, UnsupportedOpError
+from gmnfx.ir import META_MODULE_PATH, META_TENSOR, META_VALUE, Constant, Neurons, Params
+from gmnfx.neuron_graph import LayerInfo, NeuronGraph
+from gmnfx.registry import Method, lookup_lowering
+from gmnfx.schema import NodeOp, NodeType
+
+__all__ = ["lower_to_neurons"]
+
+_LAST_DIM_CONSUMERS = (nn.Linear, nn.LayerNorm, F.linear, F.layer_norm,
+                       torch.ops.aten.linear.default, torch.ops.aten.layer_norm.default)
+
+
+def lower_to_neurons(state):
+    """Lower every node of ``state.graph_module`` into ``state.neuron_graph``."""
+    gm = state.graph_module
+    graph = NeuronGraph()
+    ctx = LoweringContext(gm, graph, state.param_table, state.batch_size)
+    state.neuron_graph, state.lowering = graph, ctx
+    input_layer = graph.add_layer(LayerInfo("inputs", "input", ""))
+    nodes = list(gm.graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    for index, node in enumerate(placeholders):
+        _lower_input(ctx, node, index, input_layer)
+    for node in state.progress_iter(nodes, "lowering"):
+        if node.op == "placeholder" or isinstance(node.meta.get(META_VALUE), Constant):
+            continue
+        if node.op == "output":
+            _lower_output(state, ctx, node)
+        elif node.op == "get_attr":
+            node.meta[META_VALUE] = _lower_get_attr(ctx, node)
+        else:
+            node.meta[META_VALUE] = _lower_call(ctx, node)
+    return state
+
+
+def _lower_input(ctx: LoweringContext, node: fx.Node, index: int, layer: int) -> None:
+    info = node.meta.get(META_TENSOR)
+    if info is None or not hasattr(info, "sample_shape"):
+        node.meta[META_VALUE] = Constant(None)
+        return
+    shape = info.sample_shape
+    channel_dim = -1 if len(shape) > 1 and _feeds_last_dim_layer(ctx, node) else 0
+    ids = ctx.graph.new_neurons(
+        shape, layer=layer, op=NodeOp.INPUT, node_type=NodeType.INPUT,
+        channel_dim=channel_dim if shape else None,
+    )
+    ctx.graph.mark_io(ids, index, NodeType.INPUT)
+    node.meta[META_VALUE] = Neurons(ids)
+
+
+def _feeds_last_dim_layer(ctx: LoweringContext, node: fx.Node) -> bool:
+    for user in node.users:
+        target = ctx.module(user) if user.op == "call_module" else user.target
+        kind = type(target) if isinstance(target, nn.Module) else target
+        if kind in _LAST_DIM_CONSUMERS:
+            return True
+    return False
+
+
+def _lower_get_attr(ctx: LoweringContext, node: fx.Node):
+    entry = ctx.params.entry_for_name(node.target)
+    if entry is None:
+        tensor = _resolve_attr(ctx.graph_module, node.target)
+        entry = ctx.params.entry_for(tensor) if isinstance(tensor, torch.Tensor) else None
+    if entry is None:
+        raise LoweringError(f"get_attr '{node.target}' is neither a parameter nor a constant of the model")
+    return Params(ctx.params.index_tensor(entry), entry.name)
+
+
+def _resolve_attr(root: nn.Module, target: str):
+    obj = root
+    for atom in target.split("."):
+        obj = getattr(obj, atom, None)
+    return obj
+
+
+def _rule_key(ctx: LoweringContext, node: fx.Node):
+    if node.op == "call_module":
+        return type(ctx.module(node))
+    if node.op == "call_method":
+        return Method(node.target)
+    return node.target
+
+
+def _lower_call(ctx: LoweringContext, node: fx.Node):
+    key = _rule_key(ctx, node)
+    rule = lookup_lowering(key)
+    if rule is None:
+        raise _unsupported(ctx, node, key)
+    ctx.begin(node, rule.__name__.removeprefix("lower_"))
+    try:
+        return rule(ctx, node)
+    except GmnfxError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - wrapped with the node and rule that failed
+        raise ctx.fail(f"lowering rule {rule.__module__}.{rule.__qualname__} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _unsupported(ctx: LoweringContext, node: fx.Node, key) -> UnsupportedOpError:
+    if isinstance(key, type):
+        what, how = f"module type {key.__module__}.{key.__qualname__}", f"@register_lowering({key.__qualname__})"
+    elif isinstance(key, Method):
+        what, how = f"tensor method .{key.name}()", f"@register_lowering(gmnfx.registry.method({key.name!r}))"
+    else:
+        name = getattr(key, "__name__", None) or str(key)
+        what, how = f"op {getattr(key, '__module__', '') or ''}.{name}".replace(" .", " "), f"@register_lowering({name})"
+    line = source_line(node)
+    return UnsupportedOpError(
+        f"no lowering rule for {what}\n"
+        f"  node: {node.format_node()}\n"
+        f"  module: '{node.meta.get(META_MODULE_PATH) or '<root>'}'\n"
+        + (f"  source: {line}\n" if line else "")
+        + f"  Fix: write a rule in passes/lowering/ decorated with {how} (see README, 'Adding a lowering rule')."
+    )
+
+
+def _lower_output(state, ctx: LoweringContext, node: fx.Node) -> None:
+    leaves, spec = pytree.tree_flatten(node.args[0])
+    values = [ctx.value(leaf) for leaf in leaves]
+    for k, value in enumerate(values):
+        if not isinstance(value, Neurons):
+            raise LoweringError(
+                f"output {k} of the model is not an activation of the network input "
+                f"(got {type(value).__name__}); gmnfx graphs need every output to depend on the input"
+            )
+        ctx.graph.mark_io(value.ids, k, NodeType.OUTPUT)
+    inputs = [n.meta[META_VALUE] for n in state.graph_module.graph.nodes
+              if n.op == "placeholder" and isinstance(n.meta.get(META_VALUE), Neurons)]
+    state.output_spec = spec
+    state.output_shapes = [tuple(v.ids.shape) for v in values]
+    state.input_shapes = [tuple(v.ids.shape) for v in inputs]
+    state.output_neurons = torch.cat([v.ids.reshape(-1) for v in values])
+    state.input_neurons = torch.cat([v.ids.reshape(-1) for v in inputs]) if inputs else torch.empty(0, dtype=torch.long)

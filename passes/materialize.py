@@ -1,0 +1,46 @@
+"""Pass 4a: materialize the computation graph (one node per neuron, one edge per weight use).
+
+Also home of :func:`gather_block_edges`, which both materializations use to
+concatenate the edges of every block with the id of the block they came from.
+"""
+from __future__ import annotations
+
+import torch
+
+from gmnfx.edge_blocks import CollapseContext, EdgeColumns
+
+__all__ = ["build_computation_graph", "gather_block_edges", "collapse_context"]
+
+
+def collapse_context(state) -> CollapseContext:
+    graph = state.neuron_graph
+    ids = torch.arange(graph.num_neurons)
+    return CollapseContext(graph.neurons.column("channel"), graph.positions(ids), state.param_table.describe)
+
+
+def gather_block_edges(state, which: str) -> tuple[EdgeColumns, torch.Tensor, torch.Tensor]:
+    """Edges of all blocks (``which``: "computation_edges" or "parameter_edges"), each edge's block id and type."""
+    ctx = collapse_context(state)
+    parts, block_ids, types = [], [], []
+    for i, block in enumerate(state.progress_iter(state.neuron_graph.blocks, which.replace("_", " "))):
+        part = getattr(block, which)(ctx)
+        parts.append(part)
+        block_ids.append(torch.full((len(part),), i, dtype=torch.int32))
+        types.append(torch.full((len(part),), int(block.edge_type), dtype=torch.long))
+    empty = torch.empty(0, dtype=torch.long)
+    return EdgeColumns.cat(parts), torch.cat(block_ids or [empty.int()]), torch.cat(types or [empty])
+
+
+def build_computation_graph(state):
+    """Neuron-level nodes and edges into ``state.nodes`` / ``state.edges``."""
+    graph = state.neuron_graph
+    channel = graph.neurons.column("channel")
+    nodes = {name: graph.channels.column(name)[channel] for name in
+             ("node_type", "op", "activation", "activation_param", "layer", "norm_eps", "norm_mean", "norm_var")}
+    nodes["io_tensor"] = graph.neurons.column("io_tensor").clone()
+    nodes["io_index"] = graph.neurons.column("io_index").clone()
+    for d in range(3):
+        nodes[f"pos_{d}"] = graph.neurons.column(f"pos_{d}")
+    state.nodes = nodes
+    state.edges, state.edge_block, state.edge_type = gather_block_edges(state, "computation_edges")
+    return state

@@ -1,0 +1,104 @@
+"""Pass 1: capture the model as a torch.fx graph.
+
+torch.fx symbolic tracing first, keeping every module type that has a lowering
+rule as a leaf; when it fails (data-dependent control flow and the like), the
+model is captured with torch.export and its ATen-level graph is lowered.
+"""
+from __future__ import annotations
+
+import traceback
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from gmnfx.errors import MissingExampleInputsError, UntraceableModuleError
+from gmnfx.ir import META_MODULE_PATH
+from gmnfx.registry import lookup_lowering
+
+__all__ = ["trace", "GmnfxTracer"]
+
+
+class GmnfxTracer(fx.Tracer):
+    """Symbolic tracer that keeps modules with lowering rules as leaves and records module paths."""
+
+    def __init__(self):
+        super().__init__()
+        self.record_stack_traces = True
+        self.gmnfx_module_paths: list[str] = []
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return lookup_lowering(type(m)) is not None
+
+    def call_module(self, m, forward, args, kwargs):
+        path = self.path_of_module(m)
+        self.gmnfx_module_paths.append(path)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self.gmnfx_module_paths.pop()
+
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        node.meta[META_MODULE_PATH] = target if kind == "call_module" else (self.gmnfx_module_paths[-1] if self.gmnfx_module_paths else "")
+        return node
+
+
+def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    tracer = GmnfxTracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # noqa: BLE001 - any tracer failure triggers the fallback
+        exc.gmnfx_module_path = tracer.gmnfx_module_paths[-1] if tracer.gmnfx_module_paths else ""
+        raise
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _export_trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
+    exported = torch.export.export(model, example_inputs, strict=False)
+    gm = exported.module()
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and node.target == "_guards_fn":
+            gm.graph.erase_node(node)
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        paths = [path for path, _ in stack.values()]
+        node.meta[META_MODULE_PATH] = paths[-1] if paths else ""
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def trace(state):
+    """Capture ``state.model`` as ``state.graph_module`` (sets ``state.frontend``)."""
+    model = state.model
+    try:
+        state.graph_module = _symbolic_trace(model)
+        state.frontend = "fx"
+        return state
+    except Exception as fx_error:  # noqa: BLE001
+        fx_reason = _reason(fx_error)
+        fx_path = getattr(fx_error, "gmnfx_module_path", "") or "<root>"
+    if state.example_inputs is None:
+        raise MissingExampleInputsError(
+            f"torch.fx could not trace {type(model).__name__} (in module '{fx_path}': {fx_reason}) and the "
+            "torch.export fallback needs example inputs; pass example_inputs=(torch.randn(1, ...),)"
+        )
+    try:
+        state.graph_module = _export_trace(model, state.example_inputs)
+        state.frontend = "export"
+        return state
+    except Exception as export_error:  # noqa: BLE001
+        raise UntraceableModuleError(
+            f"cannot trace {type(model).__name__}: both frontends failed.\n"
+            f"  torch.fx symbolic tracing failed in module '{fx_path}': {fx_reason}\n"
+            f"  torch.export failed: {_reason(export_error)}\n"
+            "  Fix: remove data-dependent Python control flow from forward (use torch.where), or "
+            "register a lowering rule for the offending module so it is kept as a leaf."
+        ) from export_error
+
+
+def _reason(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:4])[:600]
