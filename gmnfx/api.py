@@ -7,6 +7,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
+from gmnfx.errors import GmnfxError
 from gmnfx.graphs import ComputationGraph, ParameterGraph
 from gmnfx.params import ParamTable, flat_parameters
 from gmnfx.pipeline import CompileState, run_pipeline
@@ -58,6 +59,10 @@ def compile(  # noqa: A001 - the public name the project promises
     elif example_inputs is not None and not isinstance(example_inputs, tuple):
         raise TypeError(f"gmnfx.compile: example_inputs must be a tensor or a tuple of tensors "
                         f"(got {type(example_inputs).__name__})")
+    lazy = [name for name, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy:
+        raise GmnfxError(f"gmnfx.compile: parameters {lazy[:5]} are not initialized yet (lazy modules); "
+                         "run one forward pass with a real input before compiling")
     if debug is None:
         debug = os.environ.get("GMNFX_DEBUG", "") not in ("", "0")
     was_training = model.training

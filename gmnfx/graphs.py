@@ -51,6 +51,7 @@ class _CompiledGraph:
     param_signature: list = field(default_factory=list)  # [[name, shape], ...] of the source model
     num_parameters: int = 0
     layers: list = field(default_factory=list)  # [{"name", "kind", "module_path", "source"}, ...]
+    frontend: str = ""  # "fx" (symbolic tracing) or "export" (torch.export fallback)
 
     kind = "graph"
 
@@ -134,7 +135,7 @@ class _CompiledGraph:
         return {"format_version": FORMAT_VERSION, "kind": self.kind, "num_nodes": self.num_nodes,
                 "input_shapes": self.input_shapes, "output_shapes": self.output_shapes,
                 "output_spec": self.output_spec, "param_signature": self.param_signature,
-                "num_parameters": self.num_parameters, "layers": self.layers,
+                "num_parameters": self.num_parameters, "layers": self.layers, "frontend": self.frontend,
                 "node_features": list(NODE_FEATURES), "edge_features": list(EDGE_FEATURES)}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -191,7 +192,7 @@ def load_graph(path: str | os.PathLike) -> ParameterGraph | ComputationGraph:
                 input_shapes=[tuple(s) for s in meta["input_shapes"]],
                 output_shapes=[tuple(s) for s in meta["output_shapes"]], output_spec=meta["output_spec"],
                 param_signature=meta["param_signature"], num_parameters=meta["num_parameters"],
-                layers=meta["layers"])
+                layers=meta["layers"], frontend=meta.get("frontend", ""))
     E = graph.edge_index.shape[1] if graph.edge_index.dim() == 2 else -1
     if (graph.edge_index.shape[0] != 2 or graph.edge_weight.shape != (E,) or graph.edge_param.shape != (E,)
             or graph.edge_type.shape != (E,) or graph.edge_pos.shape != (E, 3) or graph.edge_block.shape != (E,)

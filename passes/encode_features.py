@@ -49,5 +49,6 @@ def encode_features(state):
         num_parameters=state.param_table.num_parameters,
         layers=[dict(name=l.name, kind=l.kind, module_path=l.module_path, source=l.source)
                 for l in state.neuron_graph.layers],
+        frontend=state.frontend,
     )
     return state

@@ -99,14 +99,34 @@ def _rule_key(ctx: LoweringContext, node: fx.Node):
     return node.target
 
 
+def _is_constant(ctx: LoweringContext, node: fx.Node) -> bool:
+    leaves = pytree.tree_leaves([ctx.value(a) for a in node.all_input_nodes])
+    return not any(isinstance(v, (Neurons, Params)) for v in leaves)
+
+
+def _fold_constant(ctx: LoweringContext, node: fx.Node) -> Constant:
+    """Evaluate an op whose inputs are all constants (``x.shape[0] * 2``) on those constants."""
+    args, kwargs = ctx.value(list(node.args)), {k: ctx.value(v) for k, v in node.kwargs.items()}
+    if node.op == "call_module":
+        return Constant(ctx.module(node)(*args, **kwargs))
+    if node.op == "call_method":
+        return Constant(getattr(args[0], node.target)(*args[1:], **kwargs))
+    return Constant(node.target(*args, **kwargs))
+
+
 def _lower_call(ctx: LoweringContext, node: fx.Node):
+    if node.all_input_nodes and _is_constant(ctx, node):
+        return _fold_constant(ctx, node)
     key = _rule_key(ctx, node)
     rule = lookup_lowering(key)
     if rule is None:
         raise _unsupported(ctx, node, key)
     ctx.begin(node, rule.__name__.removeprefix("lower_"))
     try:
-        return rule(ctx, node)
+        value = rule(ctx, node)
+        if isinstance(value, Neurons) and value.fusable and len(node.users) != 1:
+            value = Neurons(value.ids, fusable=False)  # another reader still needs the pre-activation values
+        return value
     except GmnfxError:
         raise
     except Exception as exc:  # noqa: BLE001 - wrapped with the node and rule that failed

@@ -6,11 +6,15 @@ model is captured with torch.export and its ATen-level graph is lowered.
 """
 from __future__ import annotations
 
+import os
 import traceback
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
+
+import gmnfx
+import gmnfx.passes
 
 from gmnfx.errors import MissingExampleInputsError, UntraceableModuleError
 from gmnfx.ir import META_MODULE_PATH
@@ -24,24 +28,44 @@ class GmnfxTracer(fx.Tracer):
 
     def __init__(self):
         super().__init__()
-        self.record_stack_traces = True
         self.gmnfx_module_paths: list[str] = []
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return lookup_lowering(type(m)) is not None
 
     def call_module(self, m, forward, args, kwargs):
-        path = self.path_of_module(m)
-        self.gmnfx_module_paths.append(path)
+        self.gmnfx_module_paths.append(self.path_of_module(m))
         try:
             return super().call_module(m, forward, args, kwargs)
         finally:
             self.gmnfx_module_paths.pop()
 
+
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
-        node.meta[META_MODULE_PATH] = target if kind == "call_module" else (self.gmnfx_module_paths[-1] if self.gmnfx_module_paths else "")
+        frame = _user_frame()
+        if frame is not None:
+            node.meta["stack_trace"] = f'File "{frame.filename}", line {frame.lineno}, in {frame.name}\n    {frame.line}'
         return node
+
+
+_LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, gmnfx, gmnfx.passes))
+
+
+def _user_frame():
+    """The innermost stack frame outside torch and gmnfx: the user's line being traced."""
+    for frame in reversed(traceback.extract_stack()):
+        if not frame.filename.startswith(_LIBRARY_DIRS):
+            return frame
+    return None
+
+
+def _record_module_paths(graph: fx.Graph) -> None:
+    """META_MODULE_PATH from fx's own ``nn_module_stack`` (innermost module), or the call_module target."""
+    for node in graph.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        paths = [path for path, _ in stack.values()]
+        node.meta[META_MODULE_PATH] = node.target if node.op == "call_module" else (paths[-1] if paths else "")
 
 
 def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
@@ -51,6 +75,7 @@ def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
     except Exception as exc:  # noqa: BLE001 - any tracer failure triggers the fallback
         exc.gmnfx_module_path = tracer.gmnfx_module_paths[-1] if tracer.gmnfx_module_paths else ""
         raise
+    _record_module_paths(graph)
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
@@ -60,10 +85,7 @@ def _export_trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and node.target == "_guards_fn":
             gm.graph.erase_node(node)
-            continue
-        stack = node.meta.get("nn_module_stack") or {}
-        paths = [path for path, _ in stack.values()]
-        node.meta[META_MODULE_PATH] = paths[-1] if paths else ""
+    _record_module_paths(gm.graph)
     gm.graph.lint()
     gm.recompile()
     return gm
