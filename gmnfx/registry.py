@@ -48,14 +48,15 @@ def register_lowering(*targets: Hashable, replace: bool = False) -> Callable[[Lo
     """
     if not targets:
         raise RegistryError("register_lowering() needs at least one target")
+    for target in targets:
+        if isinstance(target, str):
+            raise RegistryError(
+                f"register_lowering({target!r}): a bare string is ambiguous; "
+                f"use gmnfx.method({target!r}) for a tensor method"
+            )
 
     def decorate(rule: LoweringRule) -> LoweringRule:
         for target in targets:
-            if isinstance(target, str):
-                raise RegistryError(
-                    f"register_lowering({target!r}): a bare string is ambiguous; "
-                    f"use gmnfx.registry.method({target!r}) for a tensor method"
-                )
             existing = _LOWERINGS.get(target)
             if existing is not None and existing is not rule and not replace:
                 raise RegistryError(

@@ -121,7 +121,7 @@ def _lower_call(ctx: LoweringContext, node: fx.Node):
     rule = lookup_lowering(key)
     if rule is None:
         raise _unsupported(ctx, node, key)
-    ctx.begin(node, rule.__name__.removeprefix("lower_"))
+    ctx.begin(node, _rule_kind(rule))
     try:
         value = rule(ctx, node)
         if isinstance(value, Neurons) and value.fusable and len(node.users) != 1:
@@ -131,6 +131,14 @@ def _lower_call(ctx: LoweringContext, node: fx.Node):
         raise
     except Exception as exc:  # noqa: BLE001 - wrapped with the node and rule that failed
         raise ctx.fail(f"lowering rule {rule.__module__}.{rule.__qualname__} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _rule_kind(rule) -> str:
+    """``lower_conv_module`` -> ``conv``: the layer kind shown in layer tables."""
+    kind = rule.__name__.removeprefix("lower_")
+    for suffix in ("_module", "_function", "_aten", "_op"):
+        kind = kind.removesuffix(suffix)
+    return kind
 
 
 def _unsupported(ctx: LoweringContext, node: fx.Node, key) -> UnsupportedOpError:

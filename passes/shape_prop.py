@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 from gmnfx.context import source_line
 from gmnfx.errors import InputShapeError, MissingExampleInputsError
@@ -81,10 +82,13 @@ def infer_example_inputs(gm: fx.GraphModule, model: nn.Module) -> tuple:
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) == 1:
         for user in placeholders[0].users:
-            if user.op == "call_module":
-                module = gm.get_submodule(user.target)
-                if isinstance(module, nn.Linear):
-                    return (torch.zeros(1, module.in_features),)
+            if user.op == "call_module" and isinstance(gm.get_submodule(user.target), nn.Linear):
+                return (torch.zeros(1, gm.get_submodule(user.target).in_features),)
+            weight = user.args[1] if user.target is F.linear and len(user.args) > 1 else None
+            if isinstance(weight, fx.Node) and weight.op == "get_attr" and user.args[0] is placeholders[0]:
+                tensor = gm.get_parameter(weight.target)
+                if tensor.dim() == 2:
+                    return (torch.zeros(1, tensor.shape[1]),)
     first = [n.name for n in placeholders]
     raise MissingExampleInputsError(
         f"{type(model).__name__} needs example inputs: its input(s) {first} do not go straight into an "

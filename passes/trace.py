@@ -34,9 +34,14 @@ class GmnfxTracer(fx.Tracer):
         return lookup_lowering(type(m)) is not None
 
     def call_module(self, m, forward, args, kwargs):
-        self.gmnfx_module_paths.append(self.path_of_module(m))
+        path = self.path_of_module(m)
+        self.gmnfx_module_paths.append(path)
         try:
             return super().call_module(m, forward, args, kwargs)
+        except Exception as exc:
+            if not hasattr(exc, "gmnfx_module_path"):
+                exc.gmnfx_module_path = path  # innermost module where tracing failed
+            raise
         finally:
             self.gmnfx_module_paths.pop()
 
@@ -73,7 +78,8 @@ def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # noqa: BLE001 - any tracer failure triggers the fallback
-        exc.gmnfx_module_path = tracer.gmnfx_module_paths[-1] if tracer.gmnfx_module_paths else ""
+        if not hasattr(exc, "gmnfx_module_path"):
+            exc.gmnfx_module_path = ""
         raise
     _record_module_paths(graph)
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
