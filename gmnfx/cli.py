@@ -147,7 +147,7 @@ def _load_target(args: argparse.Namespace):
     if os.path.isfile(target):
         given = [flag for flag, value in (("--input-shape", args.input_shape), ("--graph", args.graph)) if value]
         if given:
-            raise CliError(f"{' and '.join(given)} only apply when compiling MODULE:FACTORY "
+            raise CliError(f"{' and '.join(given)} can only be used with a MODULE:FACTORY target "
                            f"(got the saved graph file {target!r})")
         return gmnfx.load_graph(target)
     if ":" not in target:

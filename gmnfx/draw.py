@@ -69,7 +69,7 @@ def _check_size(graph, max_nodes: int) -> None:
         raise DrawError(
             f"expected a graph with at most {max_nodes} nodes to draw (got {graph.num_nodes} nodes, "
             f"{graph.num_edges} edges); draw a smaller model, use the parameter graph, "
-            f"or raise the limit with --max-nodes / max_nodes="
+            f"or raise the limit (max_nodes=, or --max-nodes on the command line)"
         )
 
 

@@ -41,7 +41,7 @@ def topological_levels(num_nodes: int, edge_index: torch.Tensor) -> torch.Tensor
     src, dst = edge_index
     level = torch.zeros(num_nodes, dtype=torch.long)
     for _ in range(num_nodes + 1):
-        new = level.scatter_reduce(0, dst, level[src] + 1, reduce="amax")
+        new = level.scatter_reduce(0, dst, level[src] + 1, reduce="amax")  # sources stay at level 0
         if torch.equal(new, level):
             return level
         level = new
@@ -90,20 +90,23 @@ def _propagate(graph: ComputationGraph, x: torch.Tensor) -> None:
     op = graph.node_feat[:, NodeCol.OP].long()
     x[op == NodeOp.CONST] = 1.0
     level = topological_levels(graph.num_nodes, graph.edge_index)
+    level[(op == NodeOp.INPUT) | (op == NodeOp.CONST)] = -1  # given, not computed
     src, dst = graph.edge_index
     etype = graph.edge_type
     weight = graph.edge_weight.to(x.dtype)
-    edge_level = level[dst]
-    order = torch.argsort(edge_level, stable=True)
-    bounds = torch.searchsorted(edge_level[order], torch.arange(int(level.max()) + 2 if level.numel() else 1))
+    num_levels = int(level.max()) + 1 if level.numel() else 0
+    edge_order = torch.argsort(level[dst], stable=True)
+    edge_bounds = torch.searchsorted(level[dst][edge_order], torch.arange(num_levels + 1))
+    node_order = torch.argsort(level, stable=True)
+    node_bounds = torch.searchsorted(level[node_order], torch.arange(num_levels + 1))
     stats_mean = torch.zeros_like(x)
     stats_var = torch.zeros_like(x)
-    for lvl in range(1, bounds.numel() - 1):
-        e = order[bounds[lvl] : bounds[lvl + 1]]
-        if e.numel() == 0:
+    local = torch.full((graph.num_nodes,), -1, dtype=torch.long)
+    for lvl in range(num_levels):
+        nodes = node_order[node_bounds[lvl] : node_bounds[lvl + 1]]
+        if nodes.numel() == 0:
             continue
-        nodes = torch.unique(dst[e])
-        local = torch.full((graph.num_nodes,), -1, dtype=torch.long)
+        e = edge_order[edge_bounds[lvl] : edge_bounds[lvl + 1]]
         local[nodes] = torch.arange(nodes.numel())
         _compute_level(graph, x, nodes, local, src[e], dst[e], weight[e], etype[e], op, stats_mean, stats_var)
 

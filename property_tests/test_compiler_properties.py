@@ -1,0 +1,16 @@
+"""Compiler equivalence properties on drawn architectures: compile, run both, compare."""
+from __future__ import annotations
+
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from gmnfx.testing import check_compiles
+
+from strategies import conv_architectures, mlp_architectures
+
+
+@given(arch=st.one_of(mlp_architectures(), conv_architectures()))
+def test_compile_is_exact_and_simulate_matches_forward(arch):
+    note(arch.description)
+    pg, cg = check_compiles(arch.model, arch.example, arch.second)
+    note(pg.summary())
