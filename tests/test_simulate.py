@@ -27,7 +27,7 @@ def test_simulate_other_batch_sizes_and_dtypes():
 def test_simulation_error_detects_a_wrong_graph():
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     graph = gmnfx.compile(model, torch.randn(1, 3), graph="computation")
-    graph.edge_weight[0] += 1.0  # corrupt one weight
+    graph.edge_weight[graph.edge_index[1] == graph.output_nodes[0]] += 1.0  # corrupt the weights into an output
     assert simulation_error(model, graph, torch.randn(5, 3)) > 1e-3
 
 
