@@ -26,22 +26,53 @@ _LONG = torch.long
 
 @dataclass
 class EdgeColumns:
-    """Edges as columns. ``param`` is -1 for parameter-free edges, whose value is ``weight``."""
+    """Edges as columns. ``param`` is -1 for parameter-free edges, whose value is ``weight``.
+
+    Columns are usually flat ([E], pos [E, 3]); a block may instead return
+    columns that *broadcast* to a common edge shape S (pos to [*S, 3]), e.g.
+    expanded views, so that the only copy is the one into the final graph
+    (see :meth:`write_into`).
+    """
 
     src: torch.Tensor
     dst: torch.Tensor
     param: torch.Tensor
     weight: torch.Tensor  # float32; meaningful where param == -1
-    pos: torch.Tensor  # [E, 3] float32
+    pos: torch.Tensor  # [*S, 3] float32
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.broadcast_shapes(self.src.shape, self.dst.shape, self.param.shape, self.weight.shape,
+                                      self.pos.shape[:-1])
 
     def __len__(self) -> int:
-        return self.src.numel()
+        return math.prod(self.shape)
+
+    def write_into(self, out: "EdgeColumns", start: int, flat_params: torch.Tensor) -> None:
+        """Copy into rows ``start:start+len(self)`` of flat ``out``; parameter edges get their value."""
+        shape = self.shape
+        n = math.prod(shape)
+        for name in ("src", "dst", "param"):
+            getattr(out, name)[start : start + n].view(shape).copy_(getattr(self, name).expand(shape))
+        out.pos[start : start + n].view(*shape, 3).copy_(self.pos.expand(*shape, 3))
+        param = out.param[start : start + n]
+        weight = out.weight[start : start + n]
+        if n and int(param.min()) >= 0:
+            torch.index_select(flat_params, 0, param, out=weight)
+        else:
+            weight.view(shape).copy_(self.weight.expand(shape))
+            with_param = param >= 0
+            weight[with_param] = flat_params[param[with_param]]
+
+    @staticmethod
+    def empty(n: int, weight_dtype: torch.dtype = torch.float32) -> "EdgeColumns":
+        return EdgeColumns(torch.empty(n, dtype=_LONG), torch.empty(n, dtype=_LONG), torch.empty(n, dtype=_LONG),
+                           torch.empty(n, dtype=weight_dtype), torch.empty(n, 3))
 
     @staticmethod
     def cat(parts: Sequence["EdgeColumns"]) -> "EdgeColumns":
         if not parts:
-            empty = torch.empty(0, dtype=_LONG)
-            return EdgeColumns(empty, empty, empty, torch.empty(0), torch.empty(0, 3))
+            return EdgeColumns.empty(0)
         return EdgeColumns(*(torch.cat([getattr(p, f) for p in parts]) for f in ("src", "dst", "param", "weight", "pos")))
 
 
@@ -190,11 +221,8 @@ class DenseEdges:
     def parameter_edges(self, ctx: CollapseContext) -> EdgeColumns:
         src_ch = _uniform_channels(self.src.T, ctx, "input", self.source)
         dst_ch = _uniform_channels(self.dst.T, ctx, "output", self.source)
-        n_out, n_in = self.weight.shape
-        src = src_ch[None, :].expand(n_out, n_in).reshape(-1)
-        dst = dst_ch[:, None].expand(n_out, n_in).reshape(-1)
-        pos = ctx.pos[self.src[0]].float()[None].expand(n_out, n_in, 3).reshape(-1, 3)
-        return EdgeColumns(src, dst, self.weight.reshape(-1), torch.zeros(src.numel()), pos)
+        pos = ctx.pos[self.src[0]].float()  # [in, 3], broadcast over outputs
+        return EdgeColumns(src_ch[None, :], dst_ch[:, None], self.weight, torch.zeros(()), pos[None])
 
 
 @dataclass
@@ -251,11 +279,8 @@ class ConvEdges:
         src_ch = _uniform_channels(self.src, ctx, "input", self.source)
         dst_ch = _uniform_channels(self.dst, ctx, "output", self.source)
         in_channel = (torch.arange(c_out)[:, None] // (c_out // self.groups)) * c_in_g + torch.arange(c_in_g)[None, :]
-        shape = (c_out, c_in_g, k_total)
-        src = src_ch[in_channel][:, :, None].expand(shape).reshape(-1)
-        dst = dst_ch[:, None, None].expand(shape).reshape(-1)
-        pos = self._kernel_offsets()[None, None].expand(*shape, 3).reshape(-1, 3)
-        return EdgeColumns(src, dst, self.weight.reshape(-1), torch.zeros(src.numel()), pos)
+        return EdgeColumns(src_ch[in_channel][:, :, None], dst_ch[:, None, None],
+                           self.weight.reshape(c_out, c_in_g, k_total), torch.zeros(()), self._kernel_offsets()[None, None])
 
 
 def window_taps(in_size, out_size, kernel, stride, padding, dilation, padding_mode: str = "zeros") -> torch.Tensor:

@@ -21,9 +21,6 @@ def encode_features(state):
     are one float matrix in NODE_FEATURES order.
     """
     edges = state.edges
-    with_param = edges.param >= 0
-    flat = state.flat_params if state.flat_params.is_floating_point() else state.flat_params.float()
-    edge_weight = torch.where(with_param, flat[edges.param.clamp(min=0)], edges.weight.to(flat.dtype))
     node_feat = torch.stack([state.nodes[name].float() for name in NODE_FEATURES], dim=1)
     if state.target == "computation":
         cls, input_nodes, output_nodes = ComputationGraph, state.input_neurons, state.output_neurons
@@ -33,7 +30,7 @@ def encode_features(state):
     state.result = cls(
         num_nodes=int(node_feat.shape[0]),
         edge_index=torch.stack([edges.src, edges.dst]),
-        edge_weight=edge_weight,
+        edge_weight=edges.weight,
         edge_param=edges.param,
         node_feat=node_feat,
         edge_type=state.edge_type,

@@ -19,16 +19,25 @@ def collapse_context(state) -> CollapseContext:
 
 
 def gather_block_edges(state, which: str) -> tuple[EdgeColumns, torch.Tensor, torch.Tensor]:
-    """Edges of all blocks (``which``: "computation_edges" or "parameter_edges"), each edge's block id and type."""
+    """Edges of all blocks (``which``: "computation_edges" or "parameter_edges"), each edge's block id and type.
+
+    Parameter edges come back carrying their parameter's value in ``weight``.
+    """
     ctx = collapse_context(state)
-    parts, block_ids, types = [], [], []
-    for i, block in enumerate(state.progress_iter(state.neuron_graph.blocks, which.replace("_", " "))):
-        part = getattr(block, which)(ctx)
-        parts.append(part)
-        block_ids.append(torch.full((len(part),), i, dtype=torch.int32))
-        types.append(torch.full((len(part),), int(block.edge_type), dtype=torch.long))
-    empty = torch.empty(0, dtype=torch.long)
-    return EdgeColumns.cat(parts), torch.cat(block_ids or [empty.int()]), torch.cat(types or [empty])
+    blocks = state.neuron_graph.blocks
+    parts = [getattr(block, which)(ctx) for block in state.progress_iter(blocks, which.replace("_", " "))]
+    sizes = [len(part) for part in parts]
+    flat = state.flat_params if state.flat_params.is_floating_point() else state.flat_params.float()
+    edges = EdgeColumns.empty(sum(sizes), flat.dtype)
+    block_ids = torch.empty(sum(sizes), dtype=torch.int32)
+    types = torch.empty(sum(sizes), dtype=torch.long)
+    start = 0
+    for i, (block, part, n) in enumerate(zip(blocks, parts, sizes)):
+        part.write_into(edges, start, flat)
+        block_ids[start : start + n] = i
+        types[start : start + n] = int(block.edge_type)
+        start += n
+    return edges, block_ids, types
 
 
 def build_computation_graph(state):
