@@ -150,10 +150,15 @@ def _unsupported(ctx: LoweringContext, node: fx.Node, key) -> UnsupportedOpError
         name = getattr(key, "__name__", None) or str(key)
         what, how = f"op {getattr(key, '__module__', '') or ''}.{name}".replace(" .", " "), f"@register_lowering({name})"
     line = source_line(node)
+    path = node.meta.get(META_MODULE_PATH) or ""
+    try:
+        module_type = f" ({type(ctx.graph_module.get_submodule(path)).__name__})" if path else ""
+    except AttributeError:
+        module_type = ""
     return UnsupportedOpError(
         f"no lowering rule for {what}\n"
         f"  node: {node.format_node()}\n"
-        f"  module: '{node.meta.get(META_MODULE_PATH) or '<root>'}'\n"
+        f"  module: '{path or '<root>'}'{module_type}\n"
         + (f"  source: {line}\n" if line else "")
         + f"  Fix: write a rule in passes/lowering/ decorated with {how} (see README, 'Adding a lowering rule')."
     )

@@ -534,13 +534,13 @@ def test_same_parameter_used_by_two_convs_is_placed_once():
 def test_conv_transpose_is_unsupported_with_a_fix():
     """No rule for transposed convs: fx traces into ConvTranspose2d and stops at its op, saying how to fix it.
 
-    The message names the op (``torch.conv_transpose2d``), the module it runs in and the
-    decorator to write; it does not (yet) spell the module type ``ConvTranspose2d``.
+    The message names the op (``torch.conv_transpose2d``), the module it runs in with its type,
+    and the decorator to write.
     """
     model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ConvTranspose2d(3, 2, 3))
     with pytest.raises(gmnfx.UnsupportedOpError) as info:
         gmnfx.compile(model, torch.randn(1, 2, 6, 6))
     message = str(info.value)
     assert "conv_transpose2d" in message
-    assert "module: '1'" in message  # the ConvTranspose2d's path in the Sequential
+    assert "module: '1' (ConvTranspose2d)" in message  # the ConvTranspose2d's path in the Sequential
     assert "register_lowering" in message
