@@ -151,9 +151,13 @@ def _unsupported(ctx: LoweringContext, node: fx.Node, key) -> UnsupportedOpError
         what, how = f"op {getattr(key, '__module__', '') or ''}.{name}".replace(" .", " "), f"@register_lowering({name})"
     line = source_line(node)
     path = node.meta.get(META_MODULE_PATH) or ""
-    try:
-        module_type = f" ({type(ctx.graph_module.get_submodule(path)).__name__})" if path else ""
-    except AttributeError:
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    if node.op == "call_module":
+        module_type = f" ({type(ctx.module(node)).__name__})"
+    elif stack:
+        kind = stack[-1][1]
+        module_type = f" ({getattr(kind, '__name__', None) or str(kind).rsplit('.', 1)[-1]})"
+    else:
         module_type = ""
     return UnsupportedOpError(
         f"no lowering rule for {what}\n"
