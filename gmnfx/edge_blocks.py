@@ -134,7 +134,42 @@ class PairEdges:
         return EdgeColumns(src, dst, param, weight.float(), ctx.pos[dst].float())
 
     def parameter_edges(self, ctx: CollapseContext) -> EdgeColumns:
-        return collapse_edges(self.computation_edges(ctx), ctx, self.source)
+        return collapse_edges(self._without_repeated_dims(ctx).computation_edges(ctx), ctx, self.source)
+
+    def _without_repeated_dims(self, ctx: CollapseContext) -> "PairEdges":
+        """The same block narrowed to index 0 along every dim where nothing the collapse sees changes.
+
+        Along such a dim (typically a spatial dim of an elementwise op on a
+        feature map) every edge repeats the channel pair, parameter and weight
+        of its first copy, so collapsing the narrowed block gives exactly the
+        same parameter-graph edges at a fraction of the cost.
+        """
+        param = torch.full((), -1, dtype=_LONG) if self.param is None else self.param
+        weight = torch.as_tensor(self.weight, dtype=torch.float64)
+        tensors = [self.src, self.dst, param, weight]
+        seen = [_channels_or_minus_one(ctx, self.src), _channels_or_minus_one(ctx, self.dst), param, weight]
+        shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+        for d in range(len(shape)):
+            if shape[d] > 1 and all(_constant_along(t, d, len(shape)) for t in seen):
+                tensors = [_first_along(t, d, len(shape)) for t in tensors]
+                seen = [_first_along(t, d, len(shape)) for t in seen]
+        src, dst, param, weight = tensors
+        return PairEdges(src, dst, self.edge_type, self.layer, self.source, param=param, weight=weight, attrs=self.attrs)
+
+
+def _channels_or_minus_one(ctx: CollapseContext, ids: torch.Tensor) -> torch.Tensor:
+    return torch.where(ids >= 0, ctx.channel[ids.clamp(min=0)], -1)
+
+
+def _constant_along(t: torch.Tensor, d: int, ndim: int) -> bool:
+    """Whether ``t`` (right-aligned in an ``ndim``-d broadcast) is constant along broadcast dim ``d``."""
+    own = d - (ndim - t.dim())
+    return own < 0 or t.shape[own] == 1 or bool((t == t.narrow(own, 0, 1)).all())
+
+
+def _first_along(t: torch.Tensor, d: int, ndim: int) -> torch.Tensor:
+    own = d - (ndim - t.dim())
+    return t if own < 0 or t.shape[own] == 1 else t.narrow(own, 0, 1)
 
 
 def collapse_edges(edges: EdgeColumns, ctx: CollapseContext, source: str) -> EdgeColumns:

@@ -176,6 +176,10 @@ class NeuronGraph:
     def channel_of(self, ids: torch.Tensor) -> torch.Tensor:
         return self.neurons.column("channel")[ids]
 
+    def all_positions(self) -> torch.Tensor:
+        """Positions ``[num_neurons, 3]`` of every neuron."""
+        return torch.stack([self.neurons.column(f"pos_{d}") for d in range(3)], dim=1)
+
     def positions(self, ids: torch.Tensor) -> torch.Tensor:
         """Positions ``[*ids.shape, 3]`` of the given neurons."""
         cols = [self.neurons.column(f"pos_{d}")[ids] for d in range(3)]

@@ -14,8 +14,7 @@ __all__ = ["build_computation_graph", "gather_block_edges", "collapse_context"]
 
 def collapse_context(state) -> CollapseContext:
     graph = state.neuron_graph
-    ids = torch.arange(graph.num_neurons)
-    return CollapseContext(graph.neurons.column("channel"), graph.positions(ids), state.param_table.describe)
+    return CollapseContext(graph.neurons.column("channel"), graph.all_positions(), state.param_table.describe)
 
 
 def gather_block_edges(state, which: str) -> tuple[EdgeColumns, torch.Tensor, torch.Tensor]:

@@ -42,7 +42,7 @@ class _ShapeInterpreter(fx.Interpreter):
             line = source_line(node)
             raise InputShapeError(
                 f"running the example inputs failed at {node.format_node()} in module "
-                f"'{node.meta.get(META_MODULE_PATH) or '<root>'}': {type(exc).__name__}: {exc}"
+                f"'{node.meta.get(META_MODULE_PATH) or '<root>'}': {type(exc).__name__}: {_first_line(exc)}"
                 + (f"\n  source: {line}" if line else "")
                 + "\n  Check that example_inputs have the shape the model expects (batch dimension first)."
             ) from exc
@@ -55,6 +55,12 @@ class _ShapeInterpreter(fx.Interpreter):
         elif node.op not in ("output",):
             node.meta[META_VALUE] = Constant(result)
         return result
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error's own message, without the notes torch.fx appends (graph dumps, tracebacks)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def propagate_shapes(state):
@@ -72,8 +78,11 @@ def propagate_shapes(state):
     if len(batch) != 1:
         raise InputShapeError(f"all example inputs must share the batch size (got batch sizes {sorted(batch)})")
     state.batch_size = batch.pop()
+    interpreter = _ShapeInterpreter(state.graph_module)
+    interpreter.args_iter = iter(inputs)
     with torch.no_grad():
-        _ShapeInterpreter(state.graph_module).run(*inputs)
+        for node in state.graph_module.graph.nodes:  # not Interpreter.run: it appends graph dumps to errors
+            interpreter.env[node] = interpreter.run_node(node)
     return state
 
 

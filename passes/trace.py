@@ -55,12 +55,16 @@ class GmnfxTracer(fx.Tracer):
 
 
 _LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, gmnfx, gmnfx.passes))
+_USER_FILES_IN_LIBRARY = (os.path.join(os.path.dirname(gmnfx.__file__), "examples.py"),)
 
 
 def _user_frame():
-    """The innermost stack frame outside torch and gmnfx: the user's line being traced."""
-    for frame in reversed(traceback.extract_stack()):
-        if not frame.filename.startswith(_LIBRARY_DIRS):
+    """The innermost frame of the model's own code being traced (None for e.g. a bare nn.Sequential)."""
+    stack = traceback.extract_stack()
+    start = max((i for i, f in enumerate(stack) if f.name == "trace" and f.filename.endswith("_symbolic_trace.py")),
+                default=0)
+    for frame in reversed(stack[start + 1 :]):
+        if not frame.filename.startswith(_LIBRARY_DIRS) or frame.filename in _USER_FILES_IN_LIBRARY:
             return frame
     return None
 
