@@ -66,8 +66,19 @@ class EdgeColumns:
 
     @staticmethod
     def empty(n: int, weight_dtype: torch.dtype = torch.float32) -> "EdgeColumns":
-        return EdgeColumns(torch.empty(n, dtype=_LONG), torch.empty(n, dtype=_LONG), torch.empty(n, dtype=_LONG),
-                           torch.empty(n, dtype=weight_dtype), torch.empty(n, 3))
+        """Uninitialized columns for ``n`` edges; ``src`` and ``dst`` are the rows of one [2, n] tensor."""
+        index = torch.empty(2, n, dtype=_LONG)
+        return EdgeColumns(index[0], index[1], torch.empty(n, dtype=_LONG), torch.empty(n, dtype=weight_dtype),
+                           torch.empty(n, 3))
+
+    @property
+    def edge_index(self) -> torch.Tensor:
+        """``[2, E]``: a view when src/dst are rows of one tensor (as from :meth:`empty`), else a stacked copy."""
+        base = self.src._base
+        if (base is not None and base is self.dst._base and base.shape == (2, self.src.numel())
+                and self.src.data_ptr() == base.data_ptr() and self.dst.data_ptr() == base[1].data_ptr()):
+            return base
+        return torch.stack([self.src, self.dst])
 
     @staticmethod
     def cat(parts: Sequence["EdgeColumns"]) -> "EdgeColumns":

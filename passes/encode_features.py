@@ -29,7 +29,7 @@ def encode_features(state):
         cls, input_nodes, output_nodes = ParameterGraph, channel_of(state.input_neurons), channel_of(state.output_neurons)
     state.result = cls(
         num_nodes=int(node_feat.shape[0]),
-        edge_index=torch.stack([edges.src, edges.dst]),
+        edge_index=edges.edge_index,
         edge_weight=edges.weight,
         edge_param=edges.param,
         node_feat=node_feat,
