@@ -15,6 +15,7 @@ from gmnfx.pipeline import CompileState, run_pipeline
 __all__ = ["compile"]
 
 _GRAPH_KINDS = ("parameter", "computation")
+_FRONTENDS = ("auto", "fx", "export")
 
 
 def compile(  # noqa: A001 - the public name the project promises
@@ -22,6 +23,7 @@ def compile(  # noqa: A001 - the public name the project promises
     example_inputs: Union[torch.Tensor, tuple, list, None] = None,
     *,
     graph: str = "parameter",
+    frontend: str = "auto",
     debug: Optional[bool] = None,
     progress: bool = False,
 ) -> Union[ParameterGraph, ComputationGraph]:
@@ -37,6 +39,8 @@ def compile(  # noqa: A001 - the public name the project promises
             straight into an ``nn.Linear``.
         graph: ``"parameter"`` (default; every parameter on exactly one edge)
             or ``"computation"`` (one node per neuron, one edge per weight use).
+        frontend: ``"auto"`` (torch.fx, falling back to torch.export when fx
+            cannot trace the model), ``"fx"`` or ``"export"`` (ATen-level graph).
         debug: check IR invariants after every pass (default: ``GMNFX_DEBUG=1``).
         progress: print pass timings and progress bars to stderr.
 
@@ -52,6 +56,8 @@ def compile(  # noqa: A001 - the public name the project promises
         raise TypeError(f"gmnfx.compile: expected an nn.Module (got {type(model).__name__})")
     if graph not in _GRAPH_KINDS:
         raise ValueError(f"gmnfx.compile: graph must be one of {_GRAPH_KINDS} (got {graph!r})")
+    if frontend not in _FRONTENDS:
+        raise ValueError(f"gmnfx.compile: frontend must be one of {_FRONTENDS} (got {frontend!r})")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     elif isinstance(example_inputs, list):
@@ -68,7 +74,7 @@ def compile(  # noqa: A001 - the public name the project promises
     was_training = model.training
     model.eval()
     try:
-        state = CompileState(model, example_inputs, graph, debug=debug, progress=progress,
+        state = CompileState(model, example_inputs, graph, frontend=frontend, debug=debug, progress=progress,
                              param_table=ParamTable(model), flat_params=flat_parameters(model))
         return run_pipeline(state).result
     finally:

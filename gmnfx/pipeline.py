@@ -41,7 +41,7 @@ class CompileState:
     param_table: Optional[ParamTable] = None
     flat_params: Optional[torch.Tensor] = None
     graph_module: Optional[fx.GraphModule] = None
-    frontend: str = ""
+    frontend: str = "auto"  # requested: "auto", "fx" or "export"; after tracing: the one used
     batch_size: int = 0
     neuron_graph: Any = None
     lowering: Any = None

@@ -36,7 +36,7 @@ def simulation_error(model: nn.Module, graph, *inputs: torch.Tensor) -> float:
     return worst
 
 
-def check_compiles(model: nn.Module, example_inputs, test_inputs=None, *, rtol: float = 1e-5):
+def check_compiles(model: nn.Module, example_inputs, test_inputs=None, *, rtol: float = 1e-5, frontend: str = "auto"):
     """Assert everything gmnfx promises for ``model``; returns (parameter_graph, computation_graph)."""
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
@@ -46,8 +46,8 @@ def check_compiles(model: nn.Module, example_inputs, test_inputs=None, *, rtol: 
         test_inputs = (test_inputs,)
     model.eval()
     flat = gmnfx.flat_parameters(model)
-    pg = gmnfx.compile(model, example_inputs, debug=True)
-    cg = gmnfx.compile(model, example_inputs, graph="computation", debug=True)
+    pg = gmnfx.compile(model, example_inputs, frontend=frontend, debug=True)
+    cg = gmnfx.compile(model, example_inputs, graph="computation", frontend=frontend, debug=True)
 
     # exact coverage and values: every parameter once in the parameter graph
     params = pg.edge_param[pg.edge_param >= 0]
@@ -70,7 +70,7 @@ def check_compiles(model: nn.Module, example_inputs, test_inputs=None, *, rtol: 
     expected = flat.clone()
     expected[params] = new_values[pg.edge_param >= 0]
     assert torch.equal(gmnfx.flat_parameters(edited), expected), "write_parameters round trip is not exact"
-    again = gmnfx.compile(edited, example_inputs)
+    again = gmnfx.compile(edited, example_inputs, frontend=frontend)
     mask = again.edge_param >= 0
     assert torch.equal(again.edge_weight[mask], expected[again.edge_param[mask]])
 

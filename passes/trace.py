@@ -102,15 +102,24 @@ def _export_trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
 
 
 def trace(state):
-    """Capture ``state.model`` as ``state.graph_module`` (sets ``state.frontend``)."""
+    """Capture ``state.model`` as ``state.graph_module``; ``state.frontend`` becomes the frontend used."""
     model = state.model
-    try:
-        state.graph_module = _symbolic_trace(model)
-        state.frontend = "fx"
-        return state
-    except Exception as fx_error:  # noqa: BLE001
-        fx_reason = _reason(fx_error)
-        fx_path = getattr(fx_error, "gmnfx_module_path", "") or "<root>"
+    if state.frontend == "export":
+        fx_reason, fx_path = "not tried (frontend='export')", "<root>"
+    else:
+        try:
+            state.graph_module = _symbolic_trace(model)
+            state.frontend = "fx"
+            return state
+        except Exception as fx_error:  # noqa: BLE001
+            if state.frontend == "fx":
+                raise UntraceableModuleError(
+                    f"cannot trace {type(model).__name__} with torch.fx (frontend='fx'): in module "
+                    f"'{getattr(fx_error, 'gmnfx_module_path', '') or '<root>'}': {_reason(fx_error)}\n"
+                    "  Fix: use frontend='auto' to fall back to torch.export, or remove data-dependent control flow."
+                ) from fx_error
+            fx_reason = _reason(fx_error)
+            fx_path = getattr(fx_error, "gmnfx_module_path", "") or "<root>"
     if state.example_inputs is None:
         raise MissingExampleInputsError(
             f"torch.fx could not trace {type(model).__name__} (in module '{fx_path}': {fx_reason}) and the "
