@@ -145,7 +145,7 @@ class PairEdges:
         return EdgeColumns(src, dst, param, weight.float(), ctx.pos[dst].float())
 
     def parameter_edges(self, ctx: CollapseContext) -> EdgeColumns:
-        return collapse_edges(self._without_repeated_dims(ctx).computation_edges(ctx), ctx, self.source)
+        return collapse_edges(self._without_repeated_dims(ctx).computation_edges(ctx), ctx)
 
     def _without_repeated_dims(self, ctx: CollapseContext) -> "PairEdges":
         """The same block narrowed to index 0 along every dim where nothing the collapse sees changes.
@@ -183,7 +183,7 @@ def _first_along(t: torch.Tensor, d: int, ndim: int) -> torch.Tensor:
     return t if own < 0 or t.shape[own] == 1 else t.narrow(own, 0, 1)
 
 
-def collapse_edges(edges: EdgeColumns, ctx: CollapseContext, source: str) -> EdgeColumns:
+def collapse_edges(edges: EdgeColumns, ctx: CollapseContext) -> EdgeColumns:
     """Merge neuron-level edges into channel-level edges (the generic weight-sharing collapse).
 
     Uses of one parameter joining the same pair of channels become one edge; uses

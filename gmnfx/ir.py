@@ -23,6 +23,7 @@ __all__ = [
     "META_TENSOR",
     "META_VALUE",
     "META_LAYER",
+    "META_FUSED",
     "TensorInfo",
     "Neurons",
     "Params",
@@ -34,6 +35,7 @@ META_MODULE_PATH = "gmnfx.module_path"  # str: qualified name of the module the 
 META_TENSOR = "gmnfx.tensor"  # TensorInfo (or a tuple of them) from shape propagation
 META_VALUE = "gmnfx.value"  # Value (or a tuple of them) from neuron-level lowering
 META_LAYER = "gmnfx.layer"  # int: layer index assigned to a node that created neurons
+META_FUSED = "gmnfx.fused"  # True on an activation node fused into the neurons that produce its input
 
 
 @dataclass(frozen=True)

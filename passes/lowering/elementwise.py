@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from gmnfx.context import LoweringContext
 from gmnfx.edge_blocks import PairEdges
-from gmnfx.ir import Neurons, Params
+from gmnfx.ir import META_FUSED, Neurons, Params
 from gmnfx.registry import method, register_lowering
 from gmnfx.schema import Activation, EdgeType, NodeOp
 
@@ -40,7 +40,7 @@ def apply_activation(ctx: LoweringContext, x: Neurons, activation: Activation, p
             if bool((ops == NodeOp.SUM).all()) and bool((acts == Activation.IDENTITY).all()):
                 graph.set_channel_attr(channels, "activation", int(activation))
                 graph.set_channel_attr(channels, "activation_param", float(param))
-                ctx.node.meta["gmnfx.fused_into"] = True
+                ctx.node.meta[META_FUSED] = True
                 return Neurons(x.ids, fusable=False)
     out = mirror_neurons(ctx, x.shape, [x.ids], activation=activation, activation_param=param)
     graph.add_block(PairEdges(x.ids, out, EdgeType.SKIP, ctx.layer, ctx.source()))

@@ -45,10 +45,14 @@ def _max_window_1d(n_in: int, n_out: int, k: int, s: int, pad: int, d: int) -> W
 
 
 def _adaptive_max_window_1d(n_in: int, n_out: int) -> Window1d:
-    starts = [(q * n_in) // n_out for q in range(n_out)]
-    ends = [-((-(q + 1) * n_in) // n_out) for q in range(n_out)]
-    p = torch.cat([torch.arange(a, b) for a, b in zip(starts, ends)])
-    q = torch.cat([torch.full((b - a,), i) for i, (a, b) in enumerate(zip(starts, ends))])
+    """PyTorch's adaptive windows: output q reads [floor(q n_in / n_out), ceil((q + 1) n_in / n_out))."""
+    q_all = torch.arange(n_out)
+    starts = (q_all * n_in) // n_out
+    ends = -((-(q_all + 1) * n_in) // n_out)
+    lengths = ends - starts
+    q = torch.repeat_interleave(q_all, lengths)
+    first_of_window = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+    p = torch.repeat_interleave(starts, lengths) + torch.arange(q.numel()) - first_of_window
     return p, q, torch.ones(p.numel(), dtype=torch.float64)
 
 
