@@ -75,7 +75,7 @@ def compile(  # noqa: A001 - the public name the project promises
     model.eval()
     try:
         state = CompileState(model, example_inputs, graph, frontend=frontend, debug=debug, progress=progress,
-                             param_table=ParamTable(model), flat_params=flat_parameters(model))
+                             param_table=ParamTable(model), flat_params=flat_parameters(model).cpu())
         return run_pipeline(state).result
     finally:
         model.train(was_training)

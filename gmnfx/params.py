@@ -117,10 +117,10 @@ def write_parameters(model: nn.Module, graph, edge_values: torch.Tensor) -> nn.M
             f"write_parameters: the model does not match the graph: parameter #{mismatch} is {got} "
             f"but the graph was compiled from a model with {want}"
         )
-    flat = flat_parameters(model).to(torch.float64)
+    flat = flat_parameters(model).to("cpu", torch.float64)
     mask = graph.edge_param >= 0
     index = graph.edge_param[mask]
-    values = edge_values[mask].to(torch.float64)
+    values = edge_values.cpu()[mask].to(torch.float64)
     summed = torch.zeros_like(flat).index_add_(0, index, values)
     count = torch.zeros_like(flat).index_add_(0, index, torch.ones_like(values))
     written = count > 0
@@ -128,6 +128,6 @@ def write_parameters(model: nn.Module, graph, edge_values: torch.Tensor) -> nn.M
     offset = 0
     for p in model.parameters():
         n = p.numel()
-        p.copy_(flat[offset : offset + n].view_as(p).to(p.dtype))
+        p.copy_(flat[offset : offset + n].view_as(p))  # copy_ casts to p's dtype and device
         offset += n
     return model

@@ -29,6 +29,14 @@ def _info(value: Any):
     return None
 
 
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
 class _ShapeInterpreter(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule):
         super().__init__(gm)
@@ -53,7 +61,7 @@ class _ShapeInterpreter(fx.Interpreter):
         if dependent:
             self.dependent.add(node)
         elif node.op not in ("output",):
-            node.meta[META_VALUE] = Constant(result)
+            node.meta[META_VALUE] = Constant(_to_cpu(result))  # graphs are built on the CPU
         return result
 
 

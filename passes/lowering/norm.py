@@ -131,8 +131,8 @@ def lower_batch_norm(ctx, x: Neurons, running_mean, running_var, weight, bias, e
     if not x.shape or running_mean.numel() != x.shape[0]:
         raise ctx.fail(f"expected {running_mean.numel()} channels in dim 1 of the input (got per-sample shape {x.shape})")
     normalized = ctx.graph.new_neurons(x.shape, layer=ctx.layer, op=NodeOp.BATCHNORM, channel_dim=0,
-                                       norm_eps=float(eps), norm_mean=running_mean.detach().double(),
-                                       norm_var=running_var.detach().double())
+                                       norm_eps=float(eps), norm_mean=running_mean.detach().cpu().double(),
+                                       norm_var=running_var.detach().cpu().double())
     ctx.graph.add_block(PairEdges(x.ids, normalized, EdgeType.NORM_INPUT, ctx.layer, ctx.source()))
     return _affine(ctx, normalized, weight, bias, _channel_view(x))
 
