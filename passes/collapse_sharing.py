@@ -55,7 +55,6 @@ def _resolve_shared_parameters(edges: EdgeColumns, block: torch.Tensor, edge_typ
     tied = first_of_triple[first_of_triple != first_of_param[edges.param[first_of_triple]]]
     edge_type, weight, param = edge_type.clone(), edges.weight.clone(), edges.param.clone()
     edge_type[tied] = int(EdgeType.TIED)
-    weight[tied] = flat_params[param[tied]].to(weight.dtype)
     param[tied] = -1
     idx = torch.nonzero(keep).squeeze(1)
     out = EdgeColumns(edges.src[idx], edges.dst[idx], param[idx], weight[idx], edges.pos[idx])
