@@ -120,11 +120,10 @@ class NeuronGraph:
     ) -> torch.Tensor:
         """Create ``prod(shape)`` neurons and their channels; return their id tensor.
 
-        Channels are given either by ``channel_dim`` (neurons sharing an index
-        along that dim share a channel; ``None`` with no key means one channel
-        per neuron is *not* assumed: all neurons share one channel) or by
-        ``channel_key`` (neurons with equal keys share a channel, channels
-        numbered in order of their smallest key). ``pos`` ([*shape, 3]) are
+        Channels are given by ``channel_dim`` (neurons sharing an index along
+        that dim share a channel) or by ``channel_key`` (neurons with equal
+        keys share a channel, channels numbered in increasing key order); with
+        neither, all the neurons form one channel. ``pos`` ([*shape, 3]) are
         the positions recorded on computation-graph neurons; by default the
         index along the (up to three) non-channel dims.
         """

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from gmnfx.errors import RegistryError
 
-__all__ = ["register_lowering", "lookup_lowering", "method", "Method", "registered_module_types", "LoweringRule"]
+__all__ = ["register_lowering", "lookup_lowering", "method", "Method", "LoweringRule"]
 
 LoweringRule = Callable  # (ctx: LoweringContext, node: torch.fx.Node) -> Value
 
@@ -80,10 +80,6 @@ def lookup_lowering(target: Hashable) -> Optional[LoweringRule]:
         if base in _LOWERINGS:
             return _LOWERINGS[base]
     return None
-
-
-def registered_module_types() -> tuple[type, ...]:
-    return tuple(t for t in _LOWERINGS if isinstance(t, type))
 
 
 def _describe(target: Hashable) -> str:
