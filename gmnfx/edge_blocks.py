@@ -19,7 +19,8 @@ import torch
 from gmnfx.errors import ParameterPlacementError
 from gmnfx.schema import EdgeType
 
-__all__ = ["EdgeColumns", "BlockAttrs", "PairEdges", "DenseEdges", "ConvEdges", "CollapseContext", "collapse_edges", "window_taps", "combine_index_keys"]
+__all__ = ["EdgeColumns", "BlockAttrs", "PairEdges", "DenseEdges", "ConvEdges", "CollapseContext", "collapse_edges", "window_taps", "combine_index_keys",
+           "PADDING_MODES", "NUM_BLOCK_ATTRS"]
 
 _LONG = torch.long
 
@@ -89,16 +90,21 @@ class EdgeColumns:
 
 @dataclass(frozen=True)
 class BlockAttrs:
-    """Per-block edge features: kernel size, stride, dilation and padding per spatial dim, groups."""
+    """Per-block edge features: kernel size, stride, dilation and padding per spatial dim, groups, padding mode."""
 
     kernel: tuple[int, int, int] = (0, 0, 0)
     stride: tuple[int, int, int] = (0, 0, 0)
     dilation: tuple[int, int, int] = (0, 0, 0)
     padding: tuple[int, int, int] = (0, 0, 0)
     groups: int = 1
+    padding_mode: int = 0  # PADDING_MODES index: zeros, reflect, replicate, circular
 
     def as_row(self) -> list[float]:
-        return [*self.kernel, *self.stride, *self.dilation, *self.padding, self.groups]
+        return [*self.kernel, *self.stride, *self.dilation, *self.padding, self.groups, self.padding_mode]
+
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+NUM_BLOCK_ATTRS = 14  # len(BlockAttrs().as_row())
 
 
 @dataclass
@@ -292,6 +298,7 @@ class ConvEdges:
         return BlockAttrs(
             kernel=_pad3(self.weight.shape[2:]), stride=_pad3(self.stride),
             dilation=_pad3(self.dilation), padding=_pad3(self.padding), groups=self.groups,
+            padding_mode=PADDING_MODES.index(self.padding_mode),
         )
 
     def _kernel_offsets(self) -> torch.Tensor:

@@ -8,7 +8,7 @@ back and explain them.
 
 Edge features are stored as typed columns (``edge_type``, ``edge_pos``, and
 ``edge_block`` into the per-block table ``block_attrs``: layer, kernel size,
-stride, dilation, padding, groups), which is what embedding-based encoders
+stride, dilation, padding, groups, padding mode), which is what embedding-based encoders
 want and costs a fraction of the memory on 20M-edge graphs. ``edge_feat``
 assembles the float matrix [E, len(EDGE_FEATURES)] from them on access.
 Saved as safetensors: tensors plus a JSON header, never pickled objects.
@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from gmnfx.edge_blocks import NUM_BLOCK_ATTRS
 from gmnfx.errors import GraphFormatError
 from gmnfx.schema import EDGE_FEATURES, NODE_FEATURES, EdgeType, NodeCol, NodeType
 
@@ -41,7 +42,7 @@ class _CompiledGraph:
     edge_type: torch.Tensor  # [E] EdgeType codes
     edge_pos: torch.Tensor  # [E, 3] kernel offset / position (see EDGE_FEATURES pos_*)
     edge_block: torch.Tensor  # [E] row of block_attrs describing the edge's lowering block
-    block_attrs: torch.Tensor  # [num_blocks, 14]: layer, kernel x3, stride x3, dilation x3, padding x3, groups
+    block_attrs: torch.Tensor  # [num_blocks, 15]: layer, kernel x3, stride x3, dilation x3, padding x3, groups, padding mode
     node_feat: torch.Tensor
     input_nodes: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # node of each input element
     output_nodes: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # node of each output element
@@ -196,7 +197,7 @@ def load_graph(path: str | os.PathLike) -> ParameterGraph | ComputationGraph:
     E = graph.edge_index.shape[1] if graph.edge_index.dim() == 2 else -1
     if (graph.edge_index.shape[0] != 2 or graph.edge_weight.shape != (E,) or graph.edge_param.shape != (E,)
             or graph.edge_type.shape != (E,) or graph.edge_pos.shape != (E, 3) or graph.edge_block.shape != (E,)
-            or graph.block_attrs.dim() != 2 or graph.block_attrs.shape[1] != 14
+            or graph.block_attrs.dim() != 2 or graph.block_attrs.shape[1] != 1 + NUM_BLOCK_ATTRS
             or (E and int(graph.edge_block.max()) >= graph.block_attrs.shape[0])
             or graph.node_feat.shape != (graph.num_nodes, len(NODE_FEATURES))):
         raise GraphFormatError(f"'{path}' has inconsistent tensor shapes (truncated or edited file?)")

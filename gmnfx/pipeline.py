@@ -15,6 +15,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from gmnfx.edge_blocks import NUM_BLOCK_ATTRS
 from gmnfx.errors import GmnfxError, LoweringError
 from gmnfx.invariants import check_invariants
 from gmnfx.params import ParamTable
@@ -66,10 +67,10 @@ class CompileState:
         return tqdm(items, desc=f"gmnfx {desc}", leave=False, file=sys.stderr)
 
     def block_table(self) -> torch.Tensor:
-        """Per edge block: [edge_type, layer, *BlockAttrs.as_row()] as float32."""
+        """Per edge block: [edge_type, layer, *BlockAttrs.as_row()] as float32, [num_blocks, 2 + NUM_BLOCK_ATTRS]."""
         if self._block_table is None:
             rows = [[float(b.edge_type), float(b.layer), *b.attrs.as_row()] for b in self.neuron_graph.blocks]
-            self._block_table = torch.tensor(rows, dtype=torch.float32).reshape(len(rows), 15)
+            self._block_table = torch.tensor(rows, dtype=torch.float32).reshape(len(rows), 2 + NUM_BLOCK_ATTRS)
         return self._block_table
 
 

@@ -108,6 +108,7 @@ EDGE_FEATURES = (
     "padding_1",
     "padding_2",
     "groups",  # conv groups (1 otherwise); depthwise when groups == in_channels
+    "padding_mode",  # conv padding mode: 0 zeros, 1 reflect, 2 replicate, 3 circular
 )
 
 NodeCol = IntEnum("NodeCol", {name.upper(): i for i, name in enumerate(NODE_FEATURES)})

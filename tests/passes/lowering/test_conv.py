@@ -544,3 +544,13 @@ def test_conv_transpose_is_unsupported_with_a_fix():
     assert "conv_transpose2d" in message
     assert "module: '1' (ConvTranspose2d)" in message  # the ConvTranspose2d's path in the Sequential
     assert "register_lowering" in message
+
+
+@pytest.mark.parametrize("mode,code", [("zeros", 0), ("reflect", 1), ("replicate", 2), ("circular", 3)])
+def test_padding_mode_is_an_edge_feature(mode, code):
+    from gmnfx.schema import EdgeCol
+
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode=mode))
+    pg = gmnfx.compile(model, torch.randn(1, 2, 5, 5))
+    conv = pg.edge_type == EdgeType.CONV
+    assert bool((pg.edge_feat[conv, EdgeCol.PADDING_MODE] == code).all())
