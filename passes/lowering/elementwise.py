@@ -98,6 +98,22 @@ def lower_hardtanh(ctx: LoweringContext, node) -> Neurons:
     return apply_activation(ctx, ctx.neurons(x), Activation.RELU6)
 
 
+@register_lowering(torch.clamp, torch.clip, method("clamp"), method("clip"), method("clamp_"),
+                   aten.clamp.default, aten.clamp_min.default)
+def lower_clamp(ctx: LoweringContext, node) -> Neurons:
+    """``clamp(x, min=0)`` is a ReLU and ``clamp(x, 0, 6)`` a ReLU6; other bounds have no neuron op."""
+    if node.target is aten.clamp_min.default:
+        x, low, high = *ctx.bind(node, "input", "min"), None
+    else:
+        x, low, high = ctx.bind(node, "input", min=None, max=None)
+    bounds = (None if low is None else float(low), None if high is None else float(high))
+    if bounds == (0.0, None):
+        return apply_activation(ctx, ctx.neurons(x), Activation.RELU)
+    if bounds == (0.0, 6.0):
+        return apply_activation(ctx, ctx.neurons(x), Activation.RELU6)
+    raise ctx.fail(f"clamp is supported as ReLU (min=0) or ReLU6 (min=0, max=6) only (got min={low}, max={high})")
+
+
 # ---------------------------------------------------------------------- arithmetic
 def _weighted_sum(ctx: LoweringContext, terms: list[tuple[Any, float]]) -> Neurons:
     """``sum_k scale_k * term_k`` where each term is an activation, a parameter or a constant."""

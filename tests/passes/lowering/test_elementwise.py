@@ -178,3 +178,35 @@ def test_division_by_an_activation_is_rejected():
 
     with pytest.raises(gmnfx.LoweringError, match="division of an activation by a constant"):
         gmnfx.compile(Ratio(), torch.randn(1, 2))
+
+
+def test_clamp_as_relu_and_relu6():
+    class Clamps(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 4)
+            self.b = nn.Linear(4, 4)
+            self.c = nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.a(x).clamp(min=0)
+            h = torch.clamp(self.b(h), 0, 6)
+            return self.c(h)
+
+    pg, _ = check_compiles(Clamps(), torch.randn(2, 3) * 4)
+    acts = pg.node_feat[:, NodeCol.ACTIVATION]
+    assert int((acts == Activation.RELU).sum()) == 4 and int((acts == Activation.RELU6).sum()) == 4
+
+
+def test_clamp_with_other_bounds_is_rejected():
+
+    class Clamp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.fc(x).clamp(-1, 1)
+
+    with pytest.raises(gmnfx.LoweringError, match="clamp is supported as ReLU"):
+        gmnfx.compile(Clamp())
