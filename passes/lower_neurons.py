@@ -7,6 +7,8 @@ and return the op's output value, stored under ``META_VALUE``.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 
 import gmnfx.passes.lowering  # noqa: F401  (registers the built-in rules)
+from gmnfx.passes.lowering.shape import lower_bookkeeping, lower_identity
 from gmnfx.context import LoweringContext, source_line
 from gmnfx.errors import GmnfxError, LoweringError, UnsupportedOpError
 from gmnfx.ir import META_MODULE_PATH, META_TENSOR, META_VALUE, Constant, Neurons, Params
@@ -56,22 +59,45 @@ def _lower_input(ctx: LoweringContext, node: fx.Node, index: int, layer: int) ->
         node.meta[META_VALUE] = Constant(None)
         return
     shape = info.sample_shape
-    channel_dim = -1 if len(shape) > 1 and _feeds_last_dim_layer(ctx, node) else 0
-    ids = ctx.graph.new_neurons(
-        shape, layer=layer, op=NodeOp.INPUT, node_type=NodeType.INPUT,
-        channel_dim=channel_dim if shape else None,
-    )
+    ids = ctx.graph.new_neurons(shape, layer=layer, op=NodeOp.INPUT, node_type=NodeType.INPUT,
+                                **_input_channels(ctx, node, shape))
     ctx.graph.mark_io(ids, index, NodeType.INPUT)
     node.meta[META_VALUE] = Neurons(ids)
 
 
-def _feeds_last_dim_layer(ctx: LoweringContext, node: fx.Node) -> bool:
-    for user in node.users:
-        target = ctx.module(user) if user.op == "call_module" else user.target
-        kind = type(target) if isinstance(target, nn.Module) else target
-        if kind in _LAST_DIM_CONSUMERS:
-            return True
-    return False
+def _input_channels(ctx: LoweringContext, node: fx.Node, shape: tuple[int, ...]) -> dict:
+    """How an input's elements group into parameter-graph nodes, judged by the layer that first reads it.
+
+    A dense layer reading the input flattened (an MLP on images) gets one node per element; a
+    dense layer or LayerNorm reading its last dim (tokens) one node per feature; anything else
+    (convolutions, norms over dim 1) one node per channel along dim 1.
+    """
+    if not shape:
+        return {}
+    consumer, fed = _first_consumer(ctx, node)
+    if consumer in _LAST_DIM_CONSUMERS:
+        fed_info = fed.meta.get(META_TENSOR)
+        if getattr(fed_info, "sample_shape", shape) != shape and len(fed_info.sample_shape) == 1:
+            return {"channel_key": torch.arange(math.prod(shape)).view(shape)}
+        return {"channel_dim": -1}
+    return {"channel_dim": 0}
+
+
+def _first_consumer(ctx: LoweringContext, node: fx.Node):
+    """The first op reading ``node`` through pure bookkeeping (views, flatten, dropout), and what it reads."""
+    frontier = [node]
+    while frontier:
+        current = frontier.pop(0)
+        for user in current.users:
+            if user.op == "output":
+                continue
+            key = _rule_key(ctx, user)
+            rule = lookup_lowering(key)
+            if rule in (lower_bookkeeping, lower_identity):
+                frontier.append(user)
+            else:
+                return key, current
+    return None, node
 
 
 def _lower_get_attr(ctx: LoweringContext, node: fx.Node):

@@ -118,3 +118,18 @@ def test_linear_via_export_frontend():
 
     pg, cg = check_compiles(Branchy(), torch.randn(2, 3))
     assert pg.frontend == cg.frontend == "export"
+
+
+def test_mlp_on_images_has_one_input_node_per_pixel():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 5), nn.ReLU(), nn.Linear(5, 2))
+    pg, _ = check_compiles(model, torch.randn(2, 2, 4, 4))
+    inputs = pg.node_type == NodeType.INPUT
+    assert int(inputs.sum()) == 32
+    assert sorted(pg.node_feat[inputs, NodeCol.IO_INDEX].long().tolist()) == list(range(32))
+    assert torch.equal(pg.input_nodes, torch.nonzero(inputs).squeeze(1))
+
+
+def test_conv_input_has_one_node_per_channel():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 2 * 2, 2))
+    pg = gmnfx.compile(model, torch.randn(1, 3, 4, 4))
+    assert int((pg.node_type == NodeType.INPUT).sum()) == 3
