@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import torch
 import torch.fx as fx
 import torch.nn as nn
 
@@ -12,6 +11,7 @@ from gmnfx.errors import LoweringError
 from gmnfx.ir import META_LAYER, META_MODULE_PATH, META_TENSOR, META_VALUE, Constant, Neurons, Params, TensorInfo
 from gmnfx.neuron_graph import LayerInfo, NeuronGraph
 from gmnfx.params import ParamTable
+from gmnfx.registry import Method
 
 __all__ = ["LoweringContext", "source_line"]
 
@@ -101,6 +101,14 @@ class LoweringContext:
     def module(self, node: Optional[fx.Node] = None) -> nn.Module:
         node = node or self.node
         return self.graph_module.get_submodule(node.target)
+
+    def rule_key(self, node: fx.Node):
+        """The registry key of a call node: its module type, method name key or function/ATen op."""
+        if node.op == "call_module":
+            return type(self.module(node))
+        if node.op == "call_method":
+            return Method(node.target)
+        return node.target
 
     def module_param(self, module: nn.Module, name: str) -> Optional[Params]:
         """The module's parameter ``name`` as a Params value (None if absent or None)."""

@@ -7,16 +7,13 @@ and return the op's output value, stored under ``META_VALUE``.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 
 import gmnfx.passes.lowering  # noqa: F401  (registers the built-in rules)
-from gmnfx.passes.lowering.shape import lower_bookkeeping, lower_identity
+from gmnfx.passes.input_channels import input_channels
 from gmnfx.context import LoweringContext, source_line
 from gmnfx.errors import GmnfxError, LoweringError, UnsupportedOpError
 from gmnfx.ir import META_MODULE_PATH, META_TENSOR, META_VALUE, Constant, Neurons, Params
@@ -26,8 +23,6 @@ from gmnfx.schema import NodeOp, NodeType
 
 __all__ = ["lower_to_neurons"]
 
-_LAST_DIM_CONSUMERS = (nn.Linear, nn.LayerNorm, F.linear, F.layer_norm,
-                       torch.ops.aten.linear.default, torch.ops.aten.layer_norm.default)
 
 
 def lower_to_neurons(state):
@@ -60,44 +55,9 @@ def _lower_input(ctx: LoweringContext, node: fx.Node, index: int, layer: int) ->
         return
     shape = info.sample_shape
     ids = ctx.graph.new_neurons(shape, layer=layer, op=NodeOp.INPUT, node_type=NodeType.INPUT,
-                                **_input_channels(ctx, node, shape))
+                                **input_channels(ctx, node, shape))
     ctx.graph.mark_io(ids, index, NodeType.INPUT)
     node.meta[META_VALUE] = Neurons(ids)
-
-
-def _input_channels(ctx: LoweringContext, node: fx.Node, shape: tuple[int, ...]) -> dict:
-    """How an input's elements group into parameter-graph nodes, judged by the layer that first reads it.
-
-    A dense layer reading the input flattened (an MLP on images) gets one node per element; a
-    dense layer or LayerNorm reading its last dim (tokens) one node per feature; anything else
-    (convolutions, norms over dim 1) one node per channel along dim 1.
-    """
-    if not shape:
-        return {}
-    consumer, fed = _first_consumer(ctx, node)
-    if consumer in _LAST_DIM_CONSUMERS:
-        fed_info = fed.meta.get(META_TENSOR)
-        if getattr(fed_info, "sample_shape", shape) != shape and len(fed_info.sample_shape) == 1:
-            return {"channel_key": torch.arange(math.prod(shape)).view(shape)}
-        return {"channel_dim": -1}
-    return {"channel_dim": 0}
-
-
-def _first_consumer(ctx: LoweringContext, node: fx.Node):
-    """The first op reading ``node`` through pure bookkeeping (views, flatten, dropout), and what it reads."""
-    frontier = [node]
-    while frontier:
-        current = frontier.pop(0)
-        for user in current.users:
-            if user.op == "output":
-                continue
-            key = _rule_key(ctx, user)
-            rule = lookup_lowering(key)
-            if rule in (lower_bookkeeping, lower_identity):
-                frontier.append(user)
-            else:
-                return key, current
-    return None, node
 
 
 def _lower_get_attr(ctx: LoweringContext, node: fx.Node):
@@ -115,14 +75,6 @@ def _resolve_attr(root: nn.Module, target: str):
     for atom in target.split("."):
         obj = getattr(obj, atom, None)
     return obj
-
-
-def _rule_key(ctx: LoweringContext, node: fx.Node):
-    if node.op == "call_module":
-        return type(ctx.module(node))
-    if node.op == "call_method":
-        return Method(node.target)
-    return node.target
 
 
 def _is_constant(ctx: LoweringContext, node: fx.Node) -> bool:
@@ -143,7 +95,7 @@ def _fold_constant(ctx: LoweringContext, node: fx.Node) -> Constant:
 def _lower_call(ctx: LoweringContext, node: fx.Node):
     if node.all_input_nodes and _is_constant(ctx, node):
         return _fold_constant(ctx, node)
-    key = _rule_key(ctx, node)
+    key = ctx.rule_key(node)
     rule = lookup_lowering(key)
     if rule is None:
         raise _unsupported(ctx, node, key)

@@ -28,7 +28,7 @@ from gmnfx.ir import Neurons, Params
 from gmnfx.registry import register_lowering
 from gmnfx.schema import EdgeType, NodeOp
 
-from .linear import connect_bias, new_bias_node
+from .linear import new_bias_node
 from .mirror import mirror_neurons
 
 __all__ = ["lower_group_statistics_norm", "lower_batch_norm"]

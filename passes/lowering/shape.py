@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils import _pytree as pytree
 
 from gmnfx.context import LoweringContext
 from gmnfx.ir import Constant, Neurons, Params
