@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from hypothesis import strategies as st
 
-__all__ = ["Architecture", "mlp_architectures", "conv_architectures"]
+__all__ = ["Architecture", "mlp_architectures", "conv_architectures", "residual_cnn_architectures"]
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.Tanh, nn.SiLU, nn.Sigmoid, nn.Identity, nn.LeakyReLU, nn.ReLU6)
 
@@ -75,3 +75,61 @@ def conv_architectures(draw, *, max_blocks: int = 2, max_channels: int = 4, dims
     batch = draw(st.integers(1, 3))
     return Architecture(model, torch.randn(batch, *shape), torch.randn(batch + 1, *shape),
                         " -> ".join(desc) + f" (seed {seed})")
+
+
+class _Block(nn.Module):
+    """conv -> optional norm -> activation, with an optional (projection) residual and layer scale."""
+
+    def __init__(self, conv: nn.Module, norm: nn.Module, act: nn.Module, residual: str, layer_scale: bool,
+                 shortcut: nn.Module):
+        super().__init__()
+        self.conv, self.norm, self.act, self.shortcut = conv, norm, act, shortcut
+        self.residual = residual
+        self.scale = nn.Parameter(torch.rand(conv.out_channels, 1, 1) + 0.5) if layer_scale else None
+
+    def forward(self, x):
+        h = self.act(self.norm(self.conv(x)))
+        if self.scale is not None:
+            h = h * self.scale
+        if self.residual != "none":
+            h = h + self.shortcut(x)
+        return h
+
+
+@st.composite
+def residual_cnn_architectures(draw, *, max_blocks: int = 3, max_channels: int = 6) -> Architecture:
+    """2-d CNNs of blocks with norms (BN/GN/IN/none), residuals, layer scale, then a pooling head."""
+    channels = draw(st.integers(1, max_channels))
+    size = draw(st.integers(4, 7))
+    blocks, desc, c_in = [], [], channels
+    for _ in range(draw(st.integers(1, max_blocks))):
+        residual = draw(st.sampled_from(["none", "identity", "projection"]))
+        c_out = c_in if residual == "identity" else draw(st.integers(1, max_channels))
+        groups = draw(st.sampled_from(sorted({g for g in (1, c_in) if c_in % g == 0 and c_out % g == 0})))
+        conv = nn.Conv2d(c_in, c_out, 3, padding=1, groups=groups, bias=draw(st.booleans()))
+        norm_kind = draw(st.sampled_from(["none", "batch", "group", "instance"]))
+        norm = {"none": nn.Identity(), "batch": nn.BatchNorm2d(c_out),
+                "group": nn.GroupNorm(draw(st.sampled_from([g for g in (1, 2, c_out) if c_out % g == 0])), c_out),
+                "instance": nn.InstanceNorm2d(c_out, affine=draw(st.booleans()))}[norm_kind]
+        act = draw(st.sampled_from(ACTIVATIONS))()
+        shortcut = nn.Conv2d(c_in, c_out, 1) if residual == "projection" else nn.Identity()
+        layer_scale = draw(st.booleans())
+        blocks.append(_Block(conv, norm, act, residual, layer_scale, shortcut))
+        desc.append(f"Block({c_in}->{c_out}, g={groups}, {norm_kind}, {type(act).__name__}, "
+                    f"residual={residual}, scale={layer_scale})")
+        c_in = c_out
+    pool = draw(st.sampled_from(["max", "avg", "adaptive", "mean"]))
+    head = {"max": nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), nn.AdaptiveMaxPool2d(1)),
+            "avg": nn.Sequential(nn.AvgPool2d(3, 2, padding=1, count_include_pad=False), nn.AdaptiveAvgPool2d(1)),
+            "adaptive": nn.AdaptiveAvgPool2d(1), "mean": nn.AdaptiveAvgPool2d((1, 1))}[pool]
+    seed = draw(st.integers(0, 2**16))
+    torch.manual_seed(seed)
+    model = nn.Sequential(*blocks, head, nn.Flatten(), nn.Linear(c_in, 2)).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    batch = draw(st.integers(1, 3))
+    shape = (channels, size, size)
+    return Architecture(model, torch.randn(batch, *shape), torch.randn(batch + 1, *shape),
+                        " -> ".join(desc) + f" -> {pool} pool (seed {seed})")
