@@ -146,8 +146,15 @@ class _CompiledGraph:
         path = os.fspath(path)
         tensors = {name: getattr(self, name).contiguous() for name in _TENSORS}
         tmp = f"{path}.tmp-{os.getpid()}"
-        save_file(tensors, tmp, metadata={"gmnfx": json.dumps(self._metadata())})
-        os.replace(tmp, path)
+        try:
+            save_file(tensors, tmp, metadata={"gmnfx": json.dumps(self._metadata())})
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # a normal file's permissions, not the temp file's
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 class ParameterGraph(_CompiledGraph):
