@@ -33,7 +33,7 @@ def lower_to_neurons(state):
     state.neuron_graph, state.lowering = graph, ctx
     input_layer = graph.add_layer(LayerInfo("inputs", "input", ""))
     nodes = list(gm.graph.nodes)
-    placeholders = [n for n in nodes if n.op == "placeholder"]
+    placeholders = [n for n in nodes if n.op == "placeholder" and not isinstance(n.meta.get(META_VALUE), Constant)]
     for index, node in enumerate(placeholders):
         _lower_input(ctx, node, index, input_layer)
     for node in state.progress_iter(nodes, "lowering"):

@@ -55,7 +55,8 @@ class _ShapeInterpreter(fx.Interpreter):
                 + "\n  Check that example_inputs have the shape the model expects (batch dimension first)."
             ) from exc
         node.meta[META_TENSOR] = _info(result)
-        dependent = node.op == "placeholder" or any(a in self.dependent for a in node.all_input_nodes)
+        dependent = (node.op == "placeholder" and isinstance(result, torch.Tensor)) or any(
+            a in self.dependent for a in node.all_input_nodes)
         if node.op == "get_attr" and isinstance(result, torch.Tensor) and id(result) in self.param_ids:
             dependent = True
         if dependent:

@@ -137,3 +137,16 @@ def test_reduction_over_the_batch_dimension_is_rejected():
 
     with pytest.raises(gmnfx.LoweringError, match="batch"):
         gmnfx.compile(MeanBatch(), torch.randn(2, 4))
+
+
+def test_non_tensor_forward_arguments_are_constants():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x, scale: float = 2.0):
+            return self.fc(x) * scale
+
+    pg, _ = check_compiles(Scaled(), torch.randn(2, 3))
+    assert pg.input_shapes == [(3,)]
