@@ -75,9 +75,10 @@ def main() -> None:
     example = torch.randn(1, 3, args.image_size, args.image_size)
     num_params = sum(p.numel() for p in model.parameters())
     gmnfx.compile(model, example)  # warm-up (imports, allocator)
-    floors, times, graph = [], [], None
+    floors, times = [], []
     for _ in range(args.repeat):
         floors.append(memory_floor(model))
+        graph = None  # free the previous graph first: only one lives at a time
         start = time.perf_counter()
         graph = gmnfx.compile(model, example)
         times.append(time.perf_counter() - start)
