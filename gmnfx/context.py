@@ -123,6 +123,8 @@ class LoweringContext:
     def tensor_info(self, node: Optional[fx.Node] = None) -> TensorInfo:
         node = node or self.node
         info = node.meta.get(META_TENSOR)
+        if isinstance(info, tuple) and info and isinstance(info[0], TensorInfo):
+            info = info[0]  # ops returning (values, indices) are described by their values
         if not isinstance(info, TensorInfo):
             raise self.fail("expected this op to produce a single tensor")
         return info

@@ -192,6 +192,15 @@ def _register_pools(n: int) -> None:
             raise ctx.fail("adaptive max pooling with return_indices=True is not supported")
         return lower_adaptive_pool(ctx, ctx.neurons(node.args[0] if node.args else node.kwargs["input"]), n, NodeOp.MAX)
 
+    aten_adaptive_max = (aten.adaptive_max_pool1d.default, aten.adaptive_max_pool2d.default,
+                         aten.adaptive_max_pool3d.default)[n - 1]
+
+    @register_lowering(aten_adaptive_max)
+    def lower_aten_adaptive_max_pool(ctx: LoweringContext, node) -> tuple:
+        """The ATen op returns (values, indices); indices are data-dependent and become None."""
+        values = lower_adaptive_pool(ctx, ctx.neurons(node.args[0]), n, NodeOp.MAX)
+        return values, None
+
 
 for _n in (1, 2, 3):
     _register_pools(_n)

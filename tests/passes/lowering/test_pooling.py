@@ -438,3 +438,14 @@ def test_reduction_over_the_batch_dim_is_an_error():
 
     with pytest.raises(gmnfx.GmnfxError, match="batch dim"):
         gmnfx.compile(BatchMean(), torch.randn(2, 2, 5, 5))
+
+
+@pytest.mark.parametrize("pool", [nn.AdaptiveMaxPool1d(2), nn.AdaptiveMaxPool2d((2, 1)), nn.AdaptiveMaxPool3d(1)])
+def test_adaptive_max_pool_via_the_export_frontend(pool):
+    dims = {nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3}[type(pool)]
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1](2, 3, 1)
+    model = nn.Sequential(conv, pool, nn.Flatten(), nn.LazyLinear(2))
+    x = torch.randn(2, 2, *([5] * dims))
+    model(x)
+    pg, _ = check_compiles(model.eval(), x, frontend="export")
+    assert pg.frontend == "export"
