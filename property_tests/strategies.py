@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 from hypothesis import strategies as st
 
-__all__ = ["Architecture", "mlp_architectures", "conv_architectures", "residual_cnn_architectures"]
+__all__ = ["Architecture", "mlp_architectures", "conv_architectures", "residual_cnn_architectures",
+           "sequence_architectures"]
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.Tanh, nn.SiLU, nn.Sigmoid, nn.Identity, nn.LeakyReLU, nn.ReLU6)
 
@@ -133,3 +134,56 @@ def residual_cnn_architectures(draw, *, max_blocks: int = 3, max_channels: int =
     shape = (channels, size, size)
     return Architecture(model, torch.randn(batch, *shape), torch.randn(batch + 1, *shape),
                         " -> ".join(desc) + f" -> {pool} pool (seed {seed})")
+
+
+_SHUFFLES = ("roll", "flip", "swap_halves", "transpose_twice", "reshape_round_trip", "gather", "stack_unbind")
+
+
+class _Shuffle(nn.Module):
+    """A pure bookkeeping op on [batch, tokens, features] that keeps the shape."""
+
+    def __init__(self, kind: str, tokens: int, features: int, seed: int):
+        super().__init__()
+        self.kind = kind
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("order", torch.randperm(tokens, generator=generator))
+        self.split = int(torch.randint(1, features, (1,), generator=generator)) if features > 1 else 1
+
+    def forward(self, h):
+        if self.kind == "roll":
+            return torch.roll(h, shifts=1, dims=1)
+        if self.kind == "flip":
+            return h.flip(-1)
+        if self.kind == "swap_halves":
+            a, b = torch.split(h, [self.split, h.shape[-1] - self.split], dim=-1)
+            return torch.cat([b, a], dim=-1)
+        if self.kind == "transpose_twice":
+            return h.transpose(1, 2).contiguous().transpose(1, 2)
+        if self.kind == "reshape_round_trip":
+            return h.reshape(h.shape[0], -1).view(h.shape[0], h.shape[1], h.shape[2])
+        if self.kind == "gather":
+            return h[:, self.order]
+        parts = h.unbind(dim=1)
+        return torch.stack(parts[::-1], dim=1)
+
+
+@st.composite
+def sequence_architectures(draw, *, max_layers: int = 3, max_tokens: int = 4, max_features: int = 5) -> Architecture:
+    """Token-wise dense layers on [batch, tokens, features] separated by random bookkeeping ops."""
+    tokens, features = draw(st.integers(1, max_tokens)), draw(st.integers(1, max_features))
+    layers, desc, width = [], [], features
+    for _ in range(draw(st.integers(1, max_layers))):
+        out = draw(st.integers(1, max_features))
+        layers += [nn.Linear(width, out), draw(st.sampled_from(ACTIVATIONS))()]
+        desc.append(f"Linear({width},{out}) {type(layers[-1]).__name__}")
+        kind = draw(st.sampled_from(_SHUFFLES))
+        layers.append(_Shuffle(kind, tokens, out, draw(st.integers(0, 2**16))))
+        desc.append(kind)
+        width = out
+    layers += [nn.Flatten(), nn.Linear(tokens * width, 2)]
+    seed = draw(st.integers(0, 2**16))
+    torch.manual_seed(seed)
+    model = nn.Sequential(*layers).eval()
+    batch = draw(st.integers(1, 3))
+    return Architecture(model, torch.randn(batch, tokens, features), torch.randn(batch + 1, tokens, features),
+                        " -> ".join(desc) + f" (seed {seed})")

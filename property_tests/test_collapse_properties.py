@@ -14,9 +14,9 @@ from gmnfx.passes.shape_prop import propagate_shapes
 from gmnfx.passes.trace import trace
 from gmnfx.pipeline import CompileState
 
-from strategies import conv_architectures, mlp_architectures, residual_cnn_architectures
+from strategies import conv_architectures, mlp_architectures, residual_cnn_architectures, sequence_architectures
 
-ARCHITECTURES = st.one_of(mlp_architectures(), conv_architectures(), residual_cnn_architectures())
+ARCHITECTURES = st.one_of(mlp_architectures(), conv_architectures(), residual_cnn_architectures(), sequence_architectures())
 
 
 def _edge_set(edges) -> set:

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torch.utils import _pytree as pytree
+
 from gmnfx.context import LoweringContext
 from gmnfx.ir import Constant, Neurons, Params
 from gmnfx.registry import method, register_lowering
@@ -29,18 +31,22 @@ aten = torch.ops.aten
 
 _BOOKKEEPING_METHODS = ("view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze",
                         "expand", "expand_as", "split", "chunk", "unbind", "narrow", "select", "movedim", "swapaxes",
-                        "unflatten", "repeat", "t", "clone", "view_as", "reshape_as", "roll", "flip")
+                        "unflatten", "repeat", "t", "clone", "view_as", "reshape_as", "roll", "flip",
+                        "index_select", "gather")
 _BOOKKEEPING_FUNCTIONS = (torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze,
                           torch.unsqueeze, torch.cat, torch.concat, torch.stack, torch.split, torch.chunk,
                           torch.unbind, torch.narrow, torch.movedim, torch.swapaxes, torch.unflatten, torch.roll,
-                          torch.flip, torch.t, operator.getitem)
+                          torch.flip, torch.t, torch.index_select, torch.gather, operator.getitem)
 _BOOKKEEPING_ATEN = (aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.flatten.using_ints,
                      aten.permute.default, aten.transpose.int, aten.t.default, aten.clone.default, aten.alias.default,
                      aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.unsqueeze.default,
                      aten.expand.default, aten.cat.default, aten.stack.default, aten.split.Tensor,
                      aten.split_with_sizes.default, aten.chunk.default, aten.unbind.int, aten.slice.Tensor,
                      aten.select.int, aten.narrow.default, aten.contiguous.default, aten.unflatten.int,
-                     aten.movedim.int, aten.roll.default, aten.flip.default, aten.lift_fresh_copy.default)
+                     aten.movedim.int, aten.roll.default, aten.flip.default, aten.lift_fresh_copy.default,
+                     aten.index.Tensor, aten.index_select.default, aten.gather.default)
+_INDEXING = {operator.getitem, torch.index_select, torch.gather, aten.index.Tensor, aten.index_select.default,
+             aten.gather.default, "index_select", "gather"}
 
 
 def _batched(ctx: LoweringContext, value: Any, found: list) -> Any:
@@ -90,6 +96,11 @@ def _call(ctx: LoweringContext, node, args, kwargs):
 def lower_bookkeeping(ctx: LoweringContext, node) -> Any:
     """Apply the op to the id tensors of its inputs (see module docstring)."""
     found: list = []
+    if node.target in _INDEXING:
+        index_values = [ctx.value(a) for a in list(node.args[1:]) + list(node.kwargs.values())]
+        if any(isinstance(v, Neurons) for v in pytree.tree_leaves(index_values)):
+            raise ctx.fail("indexing with positions computed from the input is data-dependent; "
+                           "gmnfx needs constant indices")
     args = _batched(ctx, ctx.value(list(node.args)), found)
     kwargs = {k: _batched(ctx, ctx.value(v), found) for k, v in node.kwargs.items()}
     kinds = {type(v) for v in found}

@@ -150,3 +150,34 @@ def test_non_tensor_forward_arguments_are_constants():
 
     pg, _ = check_compiles(Scaled(), torch.randn(2, 3))
     assert pg.input_shapes == [(3,)]
+
+
+def test_indexing_with_constant_index_tensors():
+    class Gather(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+            self.register_buffer("order", torch.tensor([2, 0, 1]))
+            self.out = nn.Linear(5, 2)
+
+        def forward(self, x):  # x: [batch, 3 tokens, 3]
+            h = torch.tanh(self.fc(x))[:, self.order]
+            h = torch.index_select(h, 2, self.order[:2])
+            return self.out(h.flatten(1)[:, :5])
+
+    for frontend in ("fx", "export"):
+        check_compiles(Gather(), torch.randn(2, 3, 3), frontend=frontend)
+
+
+def test_indexing_with_input_dependent_positions_is_rejected():
+    class ArgmaxIndex(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return torch.gather(h, 1, (h * 0).to(torch.long))  # indices computed from the input
+
+    with pytest.raises(gmnfx.LoweringError, match="data-dependent"):
+        gmnfx.compile(ArgmaxIndex())
