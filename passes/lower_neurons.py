@@ -24,7 +24,6 @@ from gmnfx.schema import NodeOp, NodeType
 __all__ = ["lower_to_neurons"]
 
 
-
 def lower_to_neurons(state):
     """Lower every node of ``state.graph_module`` into ``state.neuron_graph``."""
     gm = state.graph_module
@@ -49,11 +48,7 @@ def lower_to_neurons(state):
 
 
 def _lower_input(ctx: LoweringContext, node: fx.Node, index: int, layer: int) -> None:
-    info = node.meta.get(META_TENSOR)
-    if info is None or not hasattr(info, "sample_shape"):
-        node.meta[META_VALUE] = Constant(None)
-        return
-    shape = info.sample_shape
+    shape = node.meta[META_TENSOR].sample_shape  # non-tensor placeholders are constants (shape propagation)
     ids = ctx.graph.new_neurons(shape, layer=layer, op=NodeOp.INPUT, node_type=NodeType.INPUT,
                                 **input_channels(ctx, node, shape))
     ctx.graph.mark_io(ids, index, NodeType.INPUT)

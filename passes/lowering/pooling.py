@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gmnfx.context import LoweringContext
-from gmnfx.edge_blocks import BlockAttrs, PairEdges, combine_index_keys
+from gmnfx.edge_blocks import BlockAttrs, PairEdges, combine_index_keys, window_taps
 from gmnfx.ir import Neurons
 from gmnfx.registry import method, register_lowering
 from gmnfx.schema import EdgeType, NodeOp
@@ -38,10 +38,10 @@ def _probe_1d(op: Callable[[torch.Tensor], torch.Tensor], n_in: int) -> Window1d
 
 
 def _max_window_1d(n_in: int, n_out: int, k: int, s: int, pad: int, d: int) -> Window1d:
-    pos = torch.arange(n_out)[None, :] * s - pad + torch.arange(k)[:, None] * d  # [k, n_out]
-    q = torch.arange(n_out)[None, :].expand_as(pos)
-    ok = (pos >= 0) & (pos < n_in)
-    return pos[ok], q[ok], torch.ones(int(ok.sum()), dtype=torch.float64)
+    taps = window_taps((n_in,), (n_out,), (k,), (s,), (pad,), (d,))  # [k, n_out], -1 outside the input
+    q = torch.arange(n_out)[None, :].expand_as(taps)
+    ok = taps >= 0
+    return taps[ok], q[ok], torch.ones(int(ok.sum()), dtype=torch.float64)
 
 
 def _adaptive_max_window_1d(n_in: int, n_out: int) -> Window1d:
