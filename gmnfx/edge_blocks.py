@@ -104,7 +104,7 @@ class BlockAttrs:
 
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-NUM_BLOCK_ATTRS = 14  # len(BlockAttrs().as_row())
+NUM_BLOCK_ATTRS = len(BlockAttrs().as_row())
 
 
 @dataclass
@@ -140,9 +140,12 @@ class PairEdges:
     weight: object = 1.0
     attrs: BlockAttrs = field(default_factory=BlockAttrs)
 
-    def computation_edges(self, ctx: CollapseContext) -> EdgeColumns:
+    def _param_and_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
         param = torch.full((), -1, dtype=_LONG) if self.param is None else self.param
-        weight = torch.as_tensor(self.weight, dtype=torch.float64)
+        return param, torch.as_tensor(self.weight, dtype=torch.float64)
+
+    def computation_edges(self, ctx: CollapseContext) -> EdgeColumns:
+        param, weight = self._param_and_weight()
         src, dst, param, weight = torch.broadcast_tensors(self.src, self.dst, param, weight)
         src, dst, param, weight = (t.reshape(-1) for t in (src, dst, param, weight))
         keep = (src >= 0) & (dst >= 0)
@@ -161,8 +164,7 @@ class PairEdges:
         of its first copy, so collapsing the narrowed block gives exactly the
         same parameter-graph edges at a fraction of the cost.
         """
-        param = torch.full((), -1, dtype=_LONG) if self.param is None else self.param
-        weight = torch.as_tensor(self.weight, dtype=torch.float64)
+        param, weight = self._param_and_weight()
         tensors = [self.src, self.dst, param, weight]
         seen = [_channels_or_minus_one(ctx, self.src), _channels_or_minus_one(ctx, self.dst), param, weight]
         shape = torch.broadcast_shapes(*(t.shape for t in tensors))
