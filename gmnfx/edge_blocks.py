@@ -90,7 +90,8 @@ class EdgeColumns:
 
 @dataclass(frozen=True)
 class BlockAttrs:
-    """Per-block edge features: kernel size, stride, dilation and padding per spatial dim, groups, padding mode."""
+    """Per-block edge features: kernel size, stride, dilation and padding per spatial dim, groups, padding mode,
+    and which factor of a matrix product the block's PRODUCT edges feed (``operand``)."""
 
     kernel: tuple[int, int, int] = (0, 0, 0)
     stride: tuple[int, int, int] = (0, 0, 0)
@@ -98,9 +99,11 @@ class BlockAttrs:
     padding: tuple[int, int, int] = (0, 0, 0)
     groups: int = 1
     padding_mode: int = 0  # PADDING_MODES index: zeros, reflect, replicate, circular
+    operand: int = 0  # matrix-product factor: 1 left, 2 right (0: not a matrix-product edge)
 
     def as_row(self) -> list[float]:
-        return [*self.kernel, *self.stride, *self.dilation, *self.padding, self.groups, self.padding_mode]
+        return [*self.kernel, *self.stride, *self.dilation, *self.padding, self.groups, self.padding_mode,
+                self.operand]
 
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")

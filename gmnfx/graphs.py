@@ -8,7 +8,7 @@ back and explain them.
 
 Edge features are stored as typed columns (``edge_type``, ``edge_pos``, and
 ``edge_block`` into the per-block table ``block_attrs``: layer, kernel size,
-stride, dilation, padding, groups, padding mode), which is what embedding-based encoders
+stride, dilation, padding, groups, padding mode, operand), which is what embedding-based encoders
 want and costs a fraction of the memory on 20M-edge graphs. ``edge_feat``
 assembles the float matrix [E, len(EDGE_FEATURES)] from them on access.
 Saved as safetensors: tensors plus a JSON header, never pickled objects.
@@ -28,7 +28,7 @@ from gmnfx.schema import EDGE_FEATURES, NODE_FEATURES, EdgeType, NodeCol, NodeTy
 
 __all__ = ["ParameterGraph", "ComputationGraph", "load_graph", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _TENSORS = ("edge_index", "edge_weight", "edge_param", "edge_type", "edge_pos", "edge_block", "block_attrs",
             "node_feat", "input_nodes", "output_nodes")
 
@@ -42,7 +42,7 @@ class _CompiledGraph:
     edge_type: torch.Tensor  # [E] EdgeType codes
     edge_pos: torch.Tensor  # [E, 3] kernel offset / position (see EDGE_FEATURES pos_*)
     edge_block: torch.Tensor  # [E] row of block_attrs describing the edge's lowering block
-    block_attrs: torch.Tensor  # [num_blocks, 15]: layer, kernel x3, stride x3, dilation x3, padding x3, groups, padding mode
+    block_attrs: torch.Tensor  # [num_blocks, 16]: layer, kernel x3, stride x3, dilation x3, padding x3, groups, padding mode, operand
     node_feat: torch.Tensor
     input_nodes: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # node of each input element
     output_nodes: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # node of each output element

@@ -39,6 +39,9 @@ class NodeOp(IntEnum):
     NORMALIZE = 5  # (u - mean) / sqrt(var + eps) with mean/var from its STATS node
     BATCHNORM = 6  # (u - running_mean) / sqrt(running_var + eps), constants on the node
     PROD = 7  # product of incoming weight_e * x_src
+    LOGSUMEXP = 8  # log(sum exp(x_src)) over its NORM_STATS_IN edges: the statistic of one softmax group
+    SOFTMAX = 9  # exp(u - lse): u the NORM_INPUT sum, lse from its LOGSUMEXP node (NORM_STATS_OUT edge)
+    GRID_SAMPLE = 10  # interpolates GRID edge values at the position given by its COORD edges
 
 
 class Activation(IntEnum):
@@ -70,6 +73,9 @@ class EdgeType(IntEnum):
     NORM_STATS_OUT = 8  # statistics node -> normalized node
     PRODUCT = 9  # factor of a product node
     TIED = 10  # a further use of a parameter already placed on another edge (weight sharing, tying)
+    GRID = 11  # value of a spatial parameter grid at one cell -> the node sampling it
+    COORD = 12  # a sampling coordinate -> the node sampling the grid there
+    EMBEDDING = 13  # embedding table entry: one-hot vocabulary input (or token) -> feature
 
 
 NODE_FEATURES = (
@@ -109,6 +115,7 @@ EDGE_FEATURES = (
     "padding_2",
     "groups",  # conv groups (1 otherwise); depthwise when groups == in_channels
     "padding_mode",  # conv padding mode: 0 zeros, 1 reflect, 2 replicate, 3 circular
+    "operand",  # PRODUCT edges of a matrix product: 1 left factor, 2 right factor; 0 otherwise
 )
 
 NodeCol = IntEnum("NodeCol", {name.upper(): i for i, name in enumerate(NODE_FEATURES)})

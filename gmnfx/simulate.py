@@ -3,7 +3,7 @@
 Neuron-level message passing, one topological level at a time: every node
 combines the messages ``weight * x_src`` of its incoming edges with its node
 op (weighted sum + activation, max, product, group statistics,
-normalization). It uses nothing but the graph's tensors, so a graph that
+normalization, softmax). It uses nothing but the graph's tensors, so a graph that
 simulates to the model's output is an exact, executable description of the
 network (Proposition 4 of the GMN paper) and the oracle every lowering rule
 is tested against.
@@ -145,12 +145,23 @@ def _compute_level(graph, x, nodes, local, s, d, w, t, op, stats_mean, stats_var
         var = torch.zeros_like(out).index_add_(0, ld[member], (x[s[member]] - mean[ld[member]]) ** 2) / count
         stats_mean[nodes[is_stats]] = mean[is_stats]
         stats_var[nodes[is_stats]] = var[is_stats]
+    is_lse = node_op == NodeOp.LOGSUMEXP
+    if bool(is_lse.any()):
+        member = t == EdgeType.NORM_STATS_IN
+        values, at = x[s[member]], ld[member][:, None].expand(-1, batch)
+        peak = torch.full_like(out, -math.inf).scatter_reduce_(0, at, values, reduce="amax")
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        total = torch.zeros_like(out).index_add_(0, ld[member], torch.exp(values - peak[ld[member]]))
+        stats_mean[nodes[is_lse]] = (peak + torch.log(total))[is_lse]
+    link = t == EdgeType.NORM_STATS_OUT
+    stat_of = torch.zeros(nodes.numel(), dtype=torch.long)
+    stat_of[ld[link]] = s[link]
+    is_softmax = node_op == NodeOp.SOFTMAX
+    if bool(is_softmax.any()):
+        out[is_softmax] = torch.exp(acc - stats_mean[stat_of])[is_softmax]
     eps = feat[:, NodeCol.NORM_EPS].to(x.dtype)[:, None]
     is_norm = node_op == NodeOp.NORMALIZE
     if bool(is_norm.any()):
-        link = t == EdgeType.NORM_STATS_OUT
-        stat_of = torch.zeros(nodes.numel(), dtype=torch.long)
-        stat_of[ld[link]] = s[link]
         normalized = (acc - stats_mean[stat_of]) / torch.sqrt(stats_var[stat_of] + eps)
         out[is_norm] = normalized[is_norm]
     is_bn = node_op == NodeOp.BATCHNORM
