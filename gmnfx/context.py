@@ -1,21 +1,58 @@
 """What a lowering rule sees: the node's values, its module, and the neuron graph."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Hashable, Optional
 
 import torch.fx as fx
 import torch.nn as nn
+from torch.utils import _pytree as pytree
 
 from gmnfx.errors import LoweringError
 from gmnfx.ir import META_LAYER, META_MODULE_PATH, META_TENSOR, META_VALUE, Constant, Neurons, Params, TensorInfo
 from gmnfx.neuron_graph import LayerInfo, NeuronGraph
 from gmnfx.params import ParamTable
-from gmnfx.registry import Method
+from gmnfx.registry import Method, lookup_lowering
 
-__all__ = ["LoweringContext", "source_line"]
+__all__ = ["LoweringContext", "source_line", "accept_merged_batch"]
 
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class _MergedBatchPolicy:
+    when: Optional[Callable]  # (ctx, node) -> bool: whether this call is row-wise; None: always
+    sets_flag: bool  # the rule decides its output's ``merged`` flag itself (bookkeeping)
+
+
+_MERGED_BATCH_RULES: list[tuple[Hashable, _MergedBatchPolicy]] = []
+
+
+def accept_merged_batch(*targets: Hashable, when: Optional[Callable] = None, sets_flag: bool = False) -> None:
+    """Declare that the rules of ``targets`` may read activations whose batch dim is merged.
+
+    A merged activation (``Neurons.merged``, e.g. ``x.view(-1, D)`` of ``[batch, T, D]``)
+    holds ``k`` rows of each sample in one leading ``batch * k`` dim. A row-wise rule
+    (dense layers, elementwise ops, a norm over the last dim) treats those rows like
+    any other per-sample dim and is correct unchanged; the context marks its output
+    merged. Every other rule reading a merged value fails with a clear error.
+
+    Args:
+        *targets: registry keys whose *current* rules are accepted (looked up on use).
+        when: ``(ctx, node) -> bool``, for rules row-wise only on some calls (``x @ W``
+            but not ``W @ x``); default None: always.
+        sets_flag: the rule sets its outputs' ``merged`` flags itself (neuron
+            bookkeeping, which can also un-merge); default False.
+    """
+    policy = _MergedBatchPolicy(when, sets_flag)
+    _MERGED_BATCH_RULES.extend((target, policy) for target in targets)
+
+
+def _merged_batch_policy(rule) -> Optional[_MergedBatchPolicy]:
+    for target, policy in _MERGED_BATCH_RULES:
+        if lookup_lowering(target) is rule:
+            return policy
+    return None
 
 
 def source_line(node: fx.Node) -> str:
@@ -38,10 +75,30 @@ class LoweringContext:
     node: Optional[fx.Node] = None
     rule_name: str = ""
     _layer: Optional[int] = field(default=None, repr=False)
+    _merged: Optional[tuple[int, _MergedBatchPolicy]] = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ node context
     def begin(self, node: fx.Node, rule_name: str) -> None:
-        self.node, self.rule_name, self._layer = node, rule_name, None
+        self.node, self.rule_name, self._layer, self._merged = node, rule_name, None, None
+        self._merged = self._check_merged_inputs(node)
+
+    def _check_merged_inputs(self, node: fx.Node) -> Optional[tuple[int, _MergedBatchPolicy]]:
+        """``(k, policy)`` when the node reads merged ``[batch * k, ...]`` activations its rule accepts."""
+        leaves = pytree.tree_leaves([a.meta.get(META_VALUE) for a in node.all_input_nodes])
+        rows = {value.ids.shape[0] for value in leaves if isinstance(value, Neurons) and value.merged}
+        if not rows:
+            return None
+        policy = _merged_batch_policy(lookup_lowering(self.rule_key(node)))
+        if policy is None or (policy.when is not None and not policy.when(self, node)):
+            raise self.fail(
+                "this op cannot read an activation whose batch dim is merged with its first dim (the "
+                "[batch*T, ...] of x.view(-1, D) or x.flatten(0, 1)): gmnfx supports merged values only in "
+                "row-wise ops (dense layers, addmm, x @ W, elementwise ops, activations, a norm over the "
+                "last dim); reshape it back to [batch, T, ...] before this op")
+        if len(rows) > 1:
+            raise self.fail(f"expected the merged activations of one op to have the same rows per sample "
+                            f"(got {sorted(rows)}); each would need a different batch layout")
+        return rows.pop(), policy
 
     @property
     def layer(self) -> int:
@@ -51,6 +108,17 @@ class LoweringContext:
                 LayerInfo(self.node.name, self.rule_name, self.module_path, source_line(self.node))
             )
             self.node.meta[META_LAYER] = self._layer
+        return self._layer
+
+    def sublayer(self, suffix: str, kind: str, module_path: Optional[str] = None) -> int:
+        """Start a new layer inside the current node (a composite rule's q/k/v projection, ...).
+
+        ``ctx.layer`` returns it until the next call; the layer table lists it as
+        ``<node>.<suffix>`` of kind ``kind`` in ``module_path`` (default: the node's module).
+        """
+        path = self.module_path if module_path is None else module_path
+        self._layer = self.graph.add_layer(LayerInfo(f"{self.node.name}.{suffix}", kind, path, source_line(self.node)))
+        self.node.meta.setdefault(META_LAYER, self._layer)
         return self._layer
 
     @property
@@ -79,6 +147,8 @@ class LoweringContext:
             return value.value if isinstance(value, Constant) else value
         if isinstance(arg, (list, tuple)):
             return type(arg)(self.value(a) for a in arg)
+        if isinstance(arg, slice):  # x[:, :T] with T = x.shape[1] from the graph
+            return slice(self.value(arg.start), self.value(arg.stop), self.value(arg.step))
         return arg
 
     def neurons(self, arg: Any, what: str = "input") -> Neurons:
@@ -130,14 +200,44 @@ class LoweringContext:
         return info
 
     def out_shape(self) -> tuple[int, ...]:
-        """Per-sample shape of the current node's output, from shape propagation."""
+        """Per-sample shape of the current node's output, from shape propagation.
+
+        For a row-wise op reading merged ``[batch * k, ...]`` activations, the merged
+        per-sample shape ``(k, ...)``.
+        """
         info = self.tensor_info()
+        if self._merged is not None:
+            rows = self._merged[0]
+            if not info.shape or info.shape[0] != self.batch_size * rows:
+                raise self.fail(
+                    f"expected the output to keep the merged batch dim first (batch size {self.batch_size} "
+                    f"times {rows} rows, got shape {tuple(info.shape)}); this op mixes samples")
+            return (rows, *info.shape[1:])
         if not info.shape or info.shape[0] != self.batch_size:
             raise self.fail(
                 f"expected the output to keep the batch dimension first (batch size {self.batch_size}, "
                 f"got shape {tuple(info.shape)}); gmnfx needs every activation to be [batch, ...]"
             )
         return info.sample_shape
+
+    def finish(self, value: Any) -> Any:
+        """The rule's output, marked merged when a row-wise rule read merged activations.
+
+        Checks that the output lines up with the traced ``[batch * k, ...]`` tensor, so
+        a rule that moved rows across samples fails here instead of mis-wiring.
+        """
+        if self._merged is None or self._merged[1].sets_flag:
+            return value
+        rows = self._merged[0]
+        shape = tuple(value.ids.shape) if isinstance(value, Neurons) else None
+        traced = self.node.meta.get(META_TENSOR)
+        traced = tuple(traced.shape) if isinstance(traced, TensorInfo) else None
+        if not shape or shape[0] != rows or traced != (self.batch_size * rows, *shape[1:]):
+            raise self.fail(
+                f"expected this row-wise op to keep the merged batch dim first (per-sample rows {rows}, "
+                f"batch size {self.batch_size}; got per-sample shape {shape} for a traced output of shape "
+                f"{traced}); gmnfx graphs describe one sample at a time")
+        return replace(value, merged=True)
 
     def bind(self, node: fx.Node, *names: str, **defaults: Any) -> list:
         """Values of the node's arguments by name: positional first, then keywords, then defaults."""

@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 
+from gmnfx.edge_blocks import PADDING_MODES
 from gmnfx.errors import InputShapeError
 from gmnfx.graphs import ComputationGraph
-from gmnfx.schema import Activation, EdgeType, NodeCol, NodeOp
+from gmnfx.output_structure import rebuild_output
+from gmnfx.schema import EDGE_FEATURES, Activation, EdgeType, NodeCol, NodeOp
 
 __all__ = ["simulate", "topological_levels"]
 
@@ -54,11 +56,15 @@ def simulate(graph: ComputationGraph, *inputs: torch.Tensor, dtype: torch.dtype 
     Args:
         graph: a ComputationGraph from ``gmnfx.compile(model, ..., graph="computation")``.
         *inputs: one tensor per network input, ``[batch, *input_shape]``; any batch size.
+            Token inputs (``graph.input_encodings[k] == {"one_hot": V}``) take integer
+            ids in ``[0, V)``, one-hot encoded here.
         dtype: precision of the simulation (default float64); outputs are cast
-            back to the first input's dtype.
+            back to the first floating-point input's dtype (the default dtype if none).
 
     Returns:
-        The output in the model's structure (a tensor, or a tuple/list/dict of them).
+        The output in the model's structure (a tensor, or a tuple/list/dict of them); a
+        dataclass, NamedTuple or dict subclass comes back as that class when its module
+        is imported and it can be built from its fields, else as a dict.
     """
     if not isinstance(graph, ComputationGraph):
         raise TypeError(f"simulate needs a ComputationGraph (got {type(graph).__name__}); "
@@ -72,18 +78,33 @@ def simulate(graph: ComputationGraph, *inputs: torch.Tensor, dtype: torch.dtype 
     batch = inputs[0].shape[0] if inputs else 1
     x = torch.zeros(graph.num_nodes, batch, dtype=dtype)
     offset = 0
-    for tensor in inputs:
-        n = tensor[0].numel()
-        x[graph.input_nodes[offset : offset + n]] = tensor.reshape(batch, n).T.to(dtype)
-        offset += n
+    for k, (tensor, encoding) in enumerate(zip(inputs, graph.input_encodings)):
+        values = _input_values(tensor, encoding, k)
+        x[graph.input_nodes[offset : offset + values.shape[1]]] = values.T.to(dtype)
+        offset += values.shape[1]
     _propagate(graph, x)
     outputs, offset = [], 0
-    out_dtype = inputs[0].dtype if inputs and inputs[0].is_floating_point() else torch.get_default_dtype()
+    floating = [t.dtype for t in inputs if t.is_floating_point()]
+    out_dtype = floating[0] if floating else torch.get_default_dtype()
     for shape in graph.output_shapes:
         n = math.prod(shape)
         outputs.append(x[graph.output_nodes[offset : offset + n]].T.reshape(batch, *shape).to(out_dtype))
         offset += n
-    return pytree.tree_unflatten(outputs, pytree.treespec_loads(graph.output_spec))
+    return rebuild_output(pytree.tree_unflatten(outputs, pytree.treespec_loads(graph.output_spec)), graph.output_types)
+
+
+def _input_values(tensor: torch.Tensor, encoding, k: int) -> torch.Tensor:
+    """Input ``k`` as ``[batch, values]``: its elements, or for token ids (``{"one_hot": V}``) their one-hot blocks."""
+    batch = tensor.shape[0]
+    if not encoding:
+        return tensor.reshape(batch, -1)
+    vocab = encoding["one_hot"]
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise InputShapeError(f"simulate: expected integer token ids for input {k} (got dtype {tensor.dtype})")
+    if tensor.numel() and (int(tensor.min()) < 0 or int(tensor.max()) >= vocab):
+        raise InputShapeError(f"simulate: expected the token ids of input {k} in [0, {vocab}), the embedding's "
+                              f"vocabulary (got values from {int(tensor.min())} to {int(tensor.max())})")
+    return F.one_hot(tensor.long(), vocab).reshape(batch, -1)
 
 
 def _propagate(graph: ComputationGraph, x: torch.Tensor) -> None:
@@ -169,4 +190,52 @@ def _compute_level(graph, x, nodes, local, s, d, w, t, op, stats_mean, stats_var
         mean = feat[:, NodeCol.NORM_MEAN].to(x.dtype)[:, None]
         var = feat[:, NodeCol.NORM_VAR].to(x.dtype)[:, None]
         out[is_bn] = ((acc - mean) / torch.sqrt(var + eps))[is_bn]
+    _sample_grids(graph, x, nodes, out)
     x[nodes] = out
+
+
+_KERNEL_COLUMNS = [EDGE_FEATURES.index(f"kernel_{d}") - EDGE_FEATURES.index("kernel_0") + 1 for d in range(3)]
+_PADDING_MODE_COLUMN = EDGE_FEATURES.index("padding_mode") - EDGE_FEATURES.index("kernel_0") + 1  # in block_attrs
+_POS_COLUMNS = [NodeCol.POS_0, NodeCol.POS_1, NodeCol.POS_2]
+_BORDER = PADDING_MODES.index("replicate")  # grid_sample's padding_mode="border"
+
+
+def _sample_grids(graph, x, nodes, out) -> None:
+    """Set ``out`` of the GRID_SAMPLE nodes among ``nodes``: ``F.grid_sample`` at the point their COORD edges give.
+
+    Per axis, the point in cell units is ``u = (size - 1) / 2 + sum of COORD messages`` on that axis (the edge's
+    one-hot ``edge_pos``; size from the GRID block's ``kernel_*``), clamped to ``[0, size - 1]`` for border
+    padding. The value is ``sum over GRID edges of weight * x_cell * prod_axes K(u - cell position)`` with
+    ``K(d) = max(0, 1 - |d|)`` for a 2-cell window (bilinear) and ``[round(u) == cell]`` (ties to even) for
+    a 1-cell window (nearest); cells outside the grid do not exist, which is zeros padding.
+    """
+    sampler = graph.node_feat[nodes, NodeCol.OP] == NodeOp.GRID_SAMPLE
+    if not bool(sampler.any()):
+        return
+    n, batch = int(sampler.sum()), x.shape[1]
+    row = torch.full((graph.num_nodes,), -1, dtype=torch.long)
+    row[nodes[sampler]] = torch.arange(n)
+    src, dst = graph.edge_index
+    into = row[dst] >= 0
+    grid_e = torch.nonzero(into & (graph.edge_type == EdgeType.GRID)).squeeze(1)
+    coord_e = torch.nonzero(into & (graph.edge_type == EdgeType.COORD)).squeeze(1)
+    size = torch.zeros(n, 3, dtype=x.dtype)
+    size[row[dst[grid_e]]] = graph.block_attrs[graph.edge_block[grid_e]][:, _KERNEL_COLUMNS].to(x.dtype)
+    coord_block = graph.block_attrs[graph.edge_block[coord_e]]
+    bilinear = torch.zeros(n, dtype=torch.bool)
+    bilinear[row[dst[coord_e]]] = coord_block[:, _KERNEL_COLUMNS].amax(1) > 1
+    border = torch.zeros(n, dtype=torch.bool)
+    border[row[dst[coord_e]]] = coord_block[:, _PADDING_MODE_COLUMN] == _BORDER
+    last = (size - 1).clamp(min=0)[:, :, None]  # [n, 3, 1]; 0 along the axes a 2-d grid lacks
+    u = (last / 2).expand(n, 3, batch).clone()
+    axis = graph.edge_pos[coord_e].argmax(1)
+    coord_msg = graph.edge_weight[coord_e].to(x.dtype)[:, None] * x[src[coord_e]]
+    u.index_put_((row[dst[coord_e]], axis), coord_msg, accumulate=True)
+    u = torch.where(border[:, None, None], torch.minimum(u.clamp(min=0), last), u)
+    r = row[dst[grid_e]]
+    cell = graph.node_feat[src[grid_e]][:, _POS_COLUMNS].to(x.dtype)[:, :, None]  # [E, 3, 1]
+    tent = (1 - (u[r] - cell).abs()).clamp(min=0).prod(1)
+    nearest = (torch.round(u[r]) == cell).all(1).to(x.dtype)
+    kernel = torch.where(bilinear[r][:, None], tent, nearest)
+    msg = graph.edge_weight[grid_e].to(x.dtype)[:, None] * x[src[grid_e]] * kernel
+    out[sampler] = torch.zeros(n, batch, dtype=x.dtype).index_add_(0, r, msg)

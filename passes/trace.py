@@ -6,6 +6,7 @@ model is captured with torch.export and its ATen-level graph is lowered.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import traceback
 
@@ -25,6 +26,8 @@ __all__ = ["trace", "GmnfxTracer"]
 
 class GmnfxTracer(fx.Tracer):
     """Symbolic tracer that keeps modules with lowering rules as leaves and records module paths."""
+
+    proxy_buffer_attributes = True  # buffers become get_attr nodes (constants), so `mask[:, :, :T, :T]` traces
 
     def __init__(self):
         super().__init__()
@@ -77,7 +80,26 @@ def _record_module_paths(graph: fx.Graph) -> None:
         node.meta[META_MODULE_PATH] = node.target if node.op == "call_module" else (paths[-1] if paths else "")
 
 
+def _root_leaf_graph(model: nn.Module) -> fx.GraphModule:
+    """A one-node graph calling ``model`` itself: for a root module whose type has a lowering rule."""
+    graph = fx.Graph()
+    args = []
+    for name, param in inspect.signature(model.forward).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            break
+        default = param.default if param.default is not param.empty else inspect.Parameter.empty
+        args.append(graph.placeholder(name, default_value=default))
+    call = graph.call_module("root", tuple(args))
+    graph.output(call)
+    gm = fx.GraphModule({"root": model}, graph, type(model).__name__)
+    for node in gm.graph.nodes:
+        node.meta[META_MODULE_PATH] = ""
+    return gm
+
+
 def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    if lookup_lowering(type(model)) is not None and type(model).forward is not nn.Module.forward:
+        return _root_leaf_graph(model)
     tracer = GmnfxTracer()
     try:
         graph = tracer.trace(model)
