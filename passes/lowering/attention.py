@@ -105,9 +105,11 @@ def lower_scaled_dot_product_attention(ctx: LoweringContext, node) -> Neurons:
 
 
 # ---------------------------------------------------------------------- nn.MultiheadAttention
-def _projection(ctx: LoweringContext, x: Neurons, weight: Params, bias: Optional[Params], name: str) -> Neurons:
-    ctx.sublayer(name, "linear")
-    return lower_linear(ctx, x, weight, bias)
+def _enter(ctx: LoweringContext, prefix: str, part: str, kind: str) -> None:
+    """A sublayer named ``prefix.part``; its module path is the node's module joined with ``prefix``."""
+    name = f"{prefix}.{part}" if prefix else part
+    path = ".".join(p for p in (ctx.module_path, prefix) if p)
+    ctx.sublayer(name, kind, f"{path}.out_proj" if part == "out_proj" else path)
 
 
 def _rows(p: Optional[Params], start: int, stop: int) -> Optional[Params]:
@@ -116,8 +118,12 @@ def _rows(p: Optional[Params], start: int, stop: int) -> Optional[Params]:
 
 def lower_multihead_attention(ctx: LoweringContext, m: nn.MultiheadAttention, query: Neurons, key: Neurons,
                               value: Neurons, attn_mask=None, key_padding_mask=None, need_weights: bool = True,
-                              average_attn_weights: bool = True, is_causal: bool = False):
-    """``nn.MultiheadAttention.forward`` (batch_first) as projections, per-head attention and out_proj."""
+                              average_attn_weights: bool = True, is_causal: bool = False, prefix: str = ""):
+    """``nn.MultiheadAttention.forward`` (batch_first) as projections, per-head attention and out_proj.
+
+    ``prefix`` is the path of ``m`` below the current node's module (for a rule lowering a whole
+    transformer layer); the projections, the attention and out_proj become sublayers named after it.
+    """
     if not m.batch_first:
         raise ctx.fail("nn.MultiheadAttention with batch_first=False takes [seq, batch, embed] inputs; gmnfx needs "
                        "the batch dim first: construct it with batch_first=True")
@@ -133,11 +139,14 @@ def lower_multihead_attention(ctx: LoweringContext, m: nn.MultiheadAttention, qu
         weights = [ctx.module_param(m, name) for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight")]
     in_bias = ctx.module_param(m, "in_proj_bias")
     biases = [_rows(in_bias, i * e, (i + 1) * e) for i in range(3)]
-    q, k, v = (_projection(ctx, x, w, b, name).ids for x, w, b, name in
-               zip((query, key, value), weights, biases, ("q_proj", "k_proj", "v_proj")))
+    projected = []
+    for x, w, b, part in zip((query, key, value), weights, biases, ("q_proj", "k_proj", "v_proj")):
+        _enter(ctx, prefix, part, "linear")
+        projected.append(lower_linear(ctx, x, w, b).ids)
+    q, k, v = projected
     split = lambda t: t.unflatten(-1, (heads, e // heads)).transpose(-2, -3)  # [..., H, L, dh]  # noqa: E731
     q, k, v = split(q), split(k), split(v)
-    ctx.sublayer("attention", "attention")
+    _enter(ctx, prefix, "attention", "attention")
     if key_padding_mask is not None:
         pad = _constant_padding_mask(ctx, key_padding_mask)
         attn_mask = pad if attn_mask is None else _merge_masks(attn_mask, pad)
@@ -146,7 +155,7 @@ def lower_multihead_attention(ctx: LoweringContext, m: nn.MultiheadAttention, qu
     out, attn = lower_attention(ctx, q, k, v, 1.0 / math.sqrt(e // heads), bias)
     merged = Neurons(out.ids.transpose(-2, -3).flatten(-2))
     out_proj = m.out_proj
-    ctx.sublayer("out_proj", "linear", f"{ctx.module_path}.out_proj")
+    _enter(ctx, prefix, "out_proj", "linear")
     result = lower_linear(ctx, merged, ctx.module_param(out_proj, "weight"), ctx.module_param(out_proj, "bias"))
     if not need_weights:
         return result, None

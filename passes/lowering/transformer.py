@@ -35,9 +35,12 @@ class _Builder:
     def __init__(self, ctx: LoweringContext, module: nn.Module, path: str):
         self.ctx, self.module, self.path = ctx, module, path
 
+    def _prefixed(self, part: str) -> str:
+        return f"{self.path}.{part}" if self.path else part
+
     def _enter(self, part: str, kind: str) -> None:
-        self.ctx.sublayer(f"{self.path}.{part}" if self.path else part, kind,
-                          f"{self.ctx.module_path}.{self.path}.{part}".replace("..", ".").strip("."))
+        self.ctx.sublayer(self._prefixed(part), kind,
+                          ".".join(p for p in (self.ctx.module_path, self.path, part) if p))
 
     def norm(self, name: str, x: Neurons) -> Neurons:
         m = getattr(self.module, name)
@@ -58,9 +61,8 @@ class _Builder:
         """``name(query, memory, memory)``; self-attention when ``memory`` is None."""
         memory = query if memory is None else memory
         m = getattr(self.module, name)
-        self._enter(name, "attention")
         out, _ = lower_multihead_attention(self.ctx, m, query, memory, memory, mask, padding, need_weights=False,
-                                           is_causal=causal)
+                                           is_causal=causal, prefix=self._prefixed(name))
         return out
 
     def residual(self, x: Neurons, y: Neurons) -> Neurons:
