@@ -66,7 +66,7 @@ class _Builder:
         return out
 
     def residual(self, x: Neurons, y: Neurons) -> Neurons:
-        self._enter("residual", "add")
+        self.ctx.sublayer(self._prefixed("residual"), "add", ".".join(p for p in (self.ctx.module_path, self.path) if p))
         return lower_add(self.ctx, x, y)
 
     def feed_forward(self, x: Neurons) -> Neurons:
