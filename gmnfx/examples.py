@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["mlp", "small_cnn", "resnet_tiny", "BasicBlock", "SEED"]
+__all__ = ["mlp", "small_cnn", "resnet_tiny", "attention", "BasicBlock", "TinyAttention", "SEED"]
 
 SEED = 0
 
@@ -129,3 +129,24 @@ def resnet_tiny() -> nn.Module:
     """
     torch.manual_seed(SEED)
     return _finish(_ResNetTiny())
+
+
+class TinyAttention(nn.Module):
+    """One multi-head self-attention layer with separate q/k/v/o projections (no biases)."""
+
+    def __init__(self, dim: int = 4, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim, bias=False) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = (f(x).view(b, t, self.heads, d // self.heads).transpose(1, 2) for f in (self.q, self.k, self.v))
+        attn = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, dim=-1)
+        return self.o((attn @ v).transpose(1, 2).reshape(b, t, d))
+
+
+def attention() -> nn.Module:
+    """Self-attention with 2 heads of width 2 on 4 features. Input: ``[N, T, 4]``; output ``[N, T, 4]``."""
+    torch.manual_seed(SEED)
+    return TinyAttention().eval()
