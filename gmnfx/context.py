@@ -72,6 +72,7 @@ class LoweringContext:
     graph: NeuronGraph
     params: ParamTable
     batch_size: int
+    compact: bool = False  # building a parameter graph: rules may skip neurons only their own edges read
     node: Optional[fx.Node] = None
     rule_name: str = ""
     _layer: Optional[int] = field(default=None, repr=False)

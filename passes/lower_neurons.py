@@ -13,11 +13,12 @@ import torch.nn as nn
 from torch.utils import _pytree as pytree
 
 import gmnfx.passes.lowering  # noqa: F401  (registers the built-in rules)
-from gmnfx.passes.input_channels import input_channels
+from gmnfx.passes.input_channels import input_channels, token_vocabulary
 from gmnfx.context import LoweringContext, source_line
 from gmnfx.errors import GmnfxError, LoweringError, UnsupportedOpError
 from gmnfx.ir import META_MODULE_PATH, META_TENSOR, META_VALUE, Constant, Neurons, Params
 from gmnfx.neuron_graph import LayerInfo, NeuronGraph
+from gmnfx.output_structure import is_container_node, output_structure
 from gmnfx.registry import Method, lookup_lowering
 from gmnfx.schema import NodeOp, NodeType
 
@@ -28,7 +29,7 @@ def lower_to_neurons(state):
     """Lower every node of ``state.graph_module`` into ``state.neuron_graph``."""
     gm = state.graph_module
     graph = NeuronGraph()
-    ctx = LoweringContext(gm, graph, state.param_table, state.batch_size)
+    ctx = LoweringContext(gm, graph, state.param_table, state.batch_size, compact=state.target == "parameter")
     state.neuron_graph, state.lowering = graph, ctx
     input_layer = graph.add_layer(LayerInfo("inputs", "input", ""))
     nodes = list(gm.graph.nodes)
@@ -42,6 +43,8 @@ def lower_to_neurons(state):
             _lower_output(state, ctx, node)
         elif node.op == "get_attr":
             node.meta[META_VALUE] = _lower_get_attr(ctx, node)
+        elif is_container_node(node):
+            continue  # a returned dataclass / NamedTuple: _lower_output reads its fields
         else:
             node.meta[META_VALUE] = _lower_call(ctx, node)
     return state
@@ -49,10 +52,28 @@ def lower_to_neurons(state):
 
 def _lower_input(ctx: LoweringContext, node: fx.Node, index: int, layer: int) -> None:
     shape = node.meta[META_TENSOR].sample_shape  # non-tensor placeholders are constants (shape propagation)
+    vocab = token_vocabulary(ctx, node)
+    if vocab is not None:
+        _lower_token_input(ctx, node, index, layer, shape, vocab)
+        return
     ids = ctx.graph.new_neurons(shape, layer=layer, op=NodeOp.INPUT, node_type=NodeType.INPUT,
                                 **input_channels(ctx, node, shape))
     ctx.graph.mark_io(ids, index, NodeType.INPUT)
     node.meta[META_VALUE] = Neurons(ids)
+
+
+def _lower_token_input(ctx: LoweringContext, node: fx.Node, index: int, layer: int, shape: tuple,
+                       vocab: int) -> None:
+    """Token ids, one-hot over ``vocab`` entries: one input neuron per (position, entry), one channel per entry.
+
+    The value is the first neuron of each position's one-hot block (the input's own
+    shape), which bookkeeping ops move like any activation and embeddings expand.
+    """
+    ids = ctx.graph.new_neurons((*shape, vocab), layer=layer, op=NodeOp.INPUT, node_type=NodeType.INPUT,
+                                channel_dim=-1)
+    ctx.graph.input_encodings[index] = vocab
+    ctx.graph.mark_io(ids, index, NodeType.INPUT)
+    node.meta[META_VALUE] = Neurons(ids[..., 0])
 
 
 def _lower_get_attr(ctx: LoweringContext, node: fx.Node):
@@ -73,6 +94,8 @@ def _resolve_attr(root: nn.Module, target: str):
 
 
 def _is_constant(ctx: LoweringContext, node: fx.Node) -> bool:
+    if node.op == "call_module" and next(ctx.module(node).parameters(), None) is not None:
+        return False  # a layer with parameters applied to a constant (an embedding of position ids)
     leaves = pytree.tree_leaves([ctx.value(a) for a in node.all_input_nodes])
     return not any(isinstance(v, (Neurons, Params)) for v in leaves)
 
@@ -96,9 +119,10 @@ def _lower_call(ctx: LoweringContext, node: fx.Node):
         raise _unsupported(ctx, node, key)
     ctx.begin(node, _rule_kind(rule))
     try:
-        value = rule(ctx, node)
+        value = ctx.finish(rule(ctx, node))  # marks row-wise outputs of merged-batch inputs merged
         if isinstance(value, Neurons) and value.fusable and len(node.users) != 1:
-            value = Neurons(value.ids, fusable=False)  # another reader still needs the pre-activation values
+            # another reader still needs the pre-activation values
+            value = Neurons(value.ids, fusable=False, merged=value.merged)
         return value
     except GmnfxError:
         raise
@@ -142,13 +166,21 @@ def _unsupported(ctx: LoweringContext, node: fx.Node, key) -> UnsupportedOpError
 
 
 def _lower_output(state, ctx: LoweringContext, node: fx.Node) -> None:
-    leaves, spec = pytree.tree_flatten(node.args[0])
+    output = _output_arg(state.graph_module, node)
+    structure, state.output_types = output_structure(output, _real_output(state, output))
+    leaves, spec = pytree.tree_flatten(structure)
     values = [ctx.value(leaf) for leaf in leaves]
     for k, value in enumerate(values):
         if not isinstance(value, Neurons):
             raise LoweringError(
                 f"output {k} of the model is not an activation of the network input "
                 f"(got {type(value).__name__}); gmnfx graphs need every output to depend on the input"
+            )
+        if value.merged:
+            raise LoweringError(
+                f"output {k} of the model has its batch dim merged with its first dim (per-sample shape "
+                f"{tuple(value.ids.shape)} inside a [batch * {value.ids.shape[0]}, ...] tensor); gmnfx graphs "
+                "describe one sample at a time: reshape the output back to [batch, ...]"
             )
         ctx.graph.mark_io(value.ids, k, NodeType.OUTPUT)
     inputs = [n.meta[META_VALUE] for n in state.graph_module.graph.nodes
@@ -157,4 +189,44 @@ def _lower_output(state, ctx: LoweringContext, node: fx.Node) -> None:
     state.output_shapes = [tuple(v.ids.shape) for v in values]
     state.input_shapes = [tuple(v.ids.shape) for v in inputs]
     state.output_neurons = torch.cat([v.ids.reshape(-1) for v in values])
-    state.input_neurons = torch.cat([v.ids.reshape(-1) for v in inputs]) if inputs else torch.empty(0, dtype=torch.long)
+    widths = [ctx.graph.input_encodings.get(k) for k in range(len(inputs))]
+    state.input_encodings = [None if w is None else {"one_hot": w} for w in widths]
+    state.input_neurons = torch.cat([_input_neurons(v.ids, w) for v, w in zip(inputs, widths)]) if inputs \
+        else torch.empty(0, dtype=torch.long)
+
+
+def _input_neurons(ids: torch.Tensor, one_hot: int | None) -> torch.Tensor:
+    """Every neuron of an input in element order; a token input's one-hot block per element."""
+    if one_hot is not None:
+        ids = ids.unsqueeze(-1) + torch.arange(one_hot)
+    return ids.reshape(-1)
+
+
+def _output_arg(gm: fx.GraphModule, node: fx.Node):
+    """The traced output in the model's structure (torch.export graphs return it flat, with the spec aside)."""
+    info = getattr(gm.graph._codegen, "pytree_info", None)
+    if info is None or info.out_spec is None:
+        return node.args[0]
+    try:
+        return pytree.tree_unflatten(pytree.tree_leaves(node.args[0]), info.out_spec)
+    except Exception:  # noqa: BLE001 - a spec that does not fit: keep the flat output
+        return node.args[0]
+
+
+def _real_output(state, output):
+    """The model's own output on the example inputs, when torch.fx may have hidden a dict's class; else None."""
+    has_dict = any(isinstance(c, dict) for c in _containers(output))
+    if state.frontend != "fx" or not has_dict:
+        return None
+    try:
+        with torch.no_grad():
+            return state.model(*state.example_inputs)
+    except Exception:  # noqa: BLE001 - the classes are a nicety: simulate then returns plain dicts
+        return None
+
+
+def _containers(obj):
+    if isinstance(obj, (dict, list, tuple)):
+        yield obj
+        for child in (obj.values() if isinstance(obj, dict) else obj):
+            yield from _containers(child)

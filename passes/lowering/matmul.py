@@ -84,8 +84,12 @@ def lower_activation_product(ctx: LoweringContext, a: Neurons, b: Neurons, alpha
     graph = ctx.graph
     term_key = _reduced_pair_key(graph.channel_of(left), graph.channel_of(right))
     out_key = _row_key(term_key, shape)
-    terms = graph.new_neurons(shape, layer=ctx.layer, op=NodeOp.PROD, channel_key=term_key.expand(shape),
-                              pos=positional_index(term_key, shape))
+    # Parameter graphs only need the product neurons' channels, and the product neurons feed only this
+    # block's own edges: build one per distinct channel pattern (term_key's reduced shape, O(heads * dims)
+    # for attention) instead of one per term (O(T^2 d)); the edges broadcast over the rest.
+    term_shape = tuple(term_key.shape) if ctx.compact else shape
+    terms = graph.new_neurons(term_shape, layer=ctx.layer, op=NodeOp.PROD, channel_key=term_key.expand(term_shape),
+                              pos=positional_index(term_key, term_shape))
     out = graph.new_neurons(shape[:-1], layer=ctx.layer, channel_key=out_key.expand(shape[:-1]),
                             pos=positional_index(out_key, shape[:-1]))
     source = ctx.source()

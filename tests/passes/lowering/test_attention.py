@@ -186,3 +186,30 @@ def test_attention_graph_symmetries_are_exactly_head_and_per_head_dim_permutatio
     head_dim = dim // heads
     expected = math.factorial(heads) * math.factorial(head_dim) ** (2 * heads)
     assert _automorphism_count(pg) == expected
+
+
+@pytest.mark.parametrize("model", [HandWrittenAttention(8, 2, causal=True), SdpaAttention(8, 4, kv_heads=2,
+                                                                                         enable_gqa=True)],
+                         ids=["hand_written_causal", "grouped_query"])
+def test_compact_product_neurons_give_the_same_parameter_graph(model):
+    """Parameter graphs build one product neuron per channel pattern; collapsing the full
+    computation-graph lowering (one product neuron per term) must give the identical graph."""
+    from gmnfx.params import ParamTable, flat_parameters
+    from gmnfx.passes.collapse_sharing import collapse_weight_sharing
+    from gmnfx.passes.lower_neurons import lower_to_neurons
+    from gmnfx.passes.shape_prop import propagate_shapes
+    from gmnfx.passes.trace import trace
+    from gmnfx.pipeline import CompileState
+
+    example = torch.randn(1, 5, 8)
+    compact = gmnfx.compile(model, example)
+    state = CompileState(model, (example,), "computation", param_table=ParamTable(model),
+                         flat_params=flat_parameters(model))
+    full = collapse_weight_sharing(lower_to_neurons(propagate_shapes(trace(state))))
+    assert full.neuron_graph.num_neurons > compact.num_nodes
+    assert len(full.nodes["op"]) == compact.num_nodes
+    assert torch.equal(full.nodes["op"], compact.node_feat[:, NodeCol.OP].long())
+    edges = lambda src, dst, param, kind, weight: sorted(zip(src.tolist(), dst.tolist(), param.tolist(),  # noqa: E731
+                                                              kind.tolist(), weight.tolist()))
+    assert edges(full.edges.src, full.edges.dst, full.edges.param, full.edge_type, full.edges.weight) == edges(
+        *compact.edge_index, compact.edge_param, compact.edge_type, compact.edge_weight)
