@@ -180,13 +180,19 @@ class PairEdges:
 
 
 def _channels_or_minus_one(ctx: CollapseContext, ids: torch.Tensor) -> torch.Tensor:
-    return torch.where(ids >= 0, ctx.channel[ids.clamp(min=0)], -1)
+    """Channel of each id (-1 for -1), computed once per distinct element of a broadcast (stride-0) view."""
+    small = ids
+    for d in range(ids.dim()):
+        if ids.shape[d] > 1 and ids.stride(d) == 0:
+            small = small.narrow(d, 0, 1)
+    return torch.where(small >= 0, ctx.channel[small.clamp(min=0)], -1).expand(ids.shape)
 
 
 def _constant_along(t: torch.Tensor, d: int, ndim: int) -> bool:
     """Whether ``t`` (right-aligned in an ``ndim``-d broadcast) is constant along broadcast dim ``d``."""
     own = d - (ndim - t.dim())
-    return own < 0 or t.shape[own] == 1 or bool((t == t.narrow(own, 0, 1)).all())
+    return (own < 0 or t.shape[own] == 1 or t.stride(own) == 0
+            or bool((t == t.narrow(own, 0, 1)).all()))
 
 
 def _first_along(t: torch.Tensor, d: int, ndim: int) -> torch.Tensor:
@@ -219,7 +225,7 @@ def collapse_edges(edges: EdgeColumns, ctx: CollapseContext) -> EdgeColumns:
         inverse = combine_index_keys([s, d])
         first = _first_occurrence(inverse)
         count = torch.bincount(inverse, minlength=first.numel()).double()
-        mean_w = torch.zeros(first.numel()).index_add_(0, inverse, w) / count
+        mean_w = torch.zeros(first.numel(), dtype=torch.float64).index_add_(0, inverse, w.double()) / count
         minus_one = torch.full((first.numel(),), -1, dtype=_LONG)
         parts.append(EdgeColumns(s[first], d[first], minus_one, mean_w[inverse[first]].float(), torch.zeros(first.numel(), 3)))
     return EdgeColumns.cat(parts)

@@ -11,6 +11,11 @@ Edge features are stored as typed columns (``edge_type``, ``edge_pos``, and
 stride, dilation, padding, groups, padding mode, operand), which is what embedding-based encoders
 want and costs a fraction of the memory on 20M-edge graphs. ``edge_feat``
 assembles the float matrix [E, len(EDGE_FEATURES)] from them on access.
+``edge_tied`` [E] makes weight tying explicit: for a TIED edge (a further use
+of a parameter already on another edge) the flat index of that parameter,
+-1 otherwise. ``input_encodings`` says, per network input, how its values
+enter the graph: None (one node value per element) or ``{"one_hot": V}``
+(integer token ids, one input node per element and vocabulary entry).
 Saved as safetensors: tensors plus a JSON header, never pickled objects.
 """
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -31,6 +36,7 @@ __all__ = ["ParameterGraph", "ComputationGraph", "load_graph", "FORMAT_VERSION"]
 FORMAT_VERSION = 2
 _TENSORS = ("edge_index", "edge_weight", "edge_param", "edge_type", "edge_pos", "edge_block", "block_attrs",
             "node_feat", "input_nodes", "output_nodes")
+_OPTIONAL_TENSORS = ("edge_tied",)  # absent from files written before it existed: filled with -1 on load
 
 
 @dataclass
@@ -53,8 +59,18 @@ class _CompiledGraph:
     num_parameters: int = 0
     layers: list = field(default_factory=list)  # [{"name", "kind", "module_path", "source"}, ...]
     frontend: str = ""  # "fx" (symbolic tracing) or "export" (torch.export fallback)
+    edge_tied: Optional[torch.Tensor] = None  # [E] flat index of the parameter a TIED edge repeats, else -1
+    input_encodings: list = field(default_factory=list)  # per input: None or {"one_hot": vocabulary size}
+    output_types: list = field(default_factory=list)  # classes of the output's containers (gmnfx.output_structure)
 
     kind = "graph"
+
+    def __post_init__(self) -> None:
+        if self.edge_tied is None:
+            num_edges = self.edge_index.shape[1] if self.edge_index.dim() == 2 else 0
+            self.edge_tied = torch.full((num_edges,), -1, dtype=torch.long)
+        missing = len(self.input_shapes) - len(self.input_encodings)
+        self.input_encodings = list(self.input_encodings) + [None] * max(missing, 0)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -114,7 +130,8 @@ class _CompiledGraph:
         from torch_geometric.data import Data
 
         return Data(x=self.node_feat, edge_index=self.edge_index, edge_attr=self.edge_feat,
-                    edge_weight=self.edge_weight, edge_param=self.edge_param, num_nodes=self.num_nodes)
+                    edge_weight=self.edge_weight, edge_param=self.edge_param, edge_tied=self.edge_tied,
+                    num_nodes=self.num_nodes)
 
     def to_networkx(self):
         """A ``networkx.MultiDiGraph``; node/edge attributes are the named feature columns."""
@@ -126,8 +143,8 @@ class _CompiledGraph:
         src, dst = self.edge_index.tolist()
         rows, params, weights = self.edge_feat.tolist(), self.edge_param.tolist(), self.edge_weight.tolist()
         g.add_edges_from(
-            (s, d, dict(zip(EDGE_FEATURES, row), param=p, weight=w))
-            for s, d, row, p, w in zip(src, dst, rows, params, weights)
+            (s, d, dict(zip(EDGE_FEATURES, row), param=p, weight=w, tied=t))
+            for s, d, row, p, w, t in zip(src, dst, rows, params, weights, self.edge_tied.tolist())
         )
         return g
 
@@ -137,6 +154,7 @@ class _CompiledGraph:
                 "input_shapes": self.input_shapes, "output_shapes": self.output_shapes,
                 "output_spec": self.output_spec, "param_signature": self.param_signature,
                 "num_parameters": self.num_parameters, "layers": self.layers, "frontend": self.frontend,
+                "input_encodings": self.input_encodings, "output_types": self.output_types,
                 "node_features": list(NODE_FEATURES), "edge_features": list(EDGE_FEATURES)}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -144,7 +162,7 @@ class _CompiledGraph:
         from safetensors.torch import save_file
 
         path = os.fspath(path)
-        tensors = {name: getattr(self, name).contiguous() for name in _TENSORS}
+        tensors = {name: getattr(self, name).contiguous() for name in _TENSORS + _OPTIONAL_TENSORS}
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
             save_file(tensors, tmp, metadata={"gmnfx": json.dumps(self._metadata())})
@@ -200,10 +218,12 @@ def load_graph(path: str | os.PathLike) -> ParameterGraph | ComputationGraph:
                 input_shapes=[tuple(s) for s in meta["input_shapes"]],
                 output_shapes=[tuple(s) for s in meta["output_shapes"]], output_spec=meta["output_spec"],
                 param_signature=meta["param_signature"], num_parameters=meta["num_parameters"],
-                layers=meta["layers"], frontend=meta.get("frontend", ""))
+                layers=meta["layers"], frontend=meta.get("frontend", ""), edge_tied=tensors.get("edge_tied"),
+                input_encodings=meta.get("input_encodings", []), output_types=meta.get("output_types", []))
     E = graph.edge_index.shape[1] if graph.edge_index.dim() == 2 else -1
     if (graph.edge_index.shape[0] != 2 or graph.edge_weight.shape != (E,) or graph.edge_param.shape != (E,)
             or graph.edge_type.shape != (E,) or graph.edge_pos.shape != (E, 3) or graph.edge_block.shape != (E,)
+            or graph.edge_tied.shape != (E,)
             or graph.block_attrs.dim() != 2 or graph.block_attrs.shape[1] != 1 + NUM_BLOCK_ATTRS
             or (E and int(graph.edge_block.max()) >= graph.block_attrs.shape[0])
             or graph.node_feat.shape != (graph.num_nodes, len(NODE_FEATURES))):

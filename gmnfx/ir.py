@@ -58,10 +58,17 @@ class Neurons:
     ``fusable`` is True when ``ids`` are fresh SUM neurons with identity
     activation that no other value reads, so a following activation function
     may be fused into them instead of adding a layer of neurons.
+
+    ``merged`` is True when the batch dim is merged with the first per-sample
+    dim: the traced tensor is ``[batch * k, *ids.shape[1:]]`` (``ids`` is
+    ``[k, ...]``) with sample ``b`` in rows ``b*k .. b*k + k - 1``, as
+    ``x.view(-1, D)`` on ``[batch, k, D]`` gives. Only row-wise rules accept
+    such values (see :func:`gmnfx.context.accept_merged_batch`).
     """
 
     ids: torch.Tensor
     fusable: bool = False
+    merged: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -57,6 +57,11 @@ class ColumnTable:
         """A view of the filled part of a column (writes go through)."""
         return self._data[name][: self._size]
 
+    def permute_rows(self, order: torch.Tensor) -> None:
+        """Reorder the filled rows of every column: new row ``i`` is old row ``order[i]``."""
+        for name, column in self._data.items():
+            column[: self._size] = column[: self._size][order]
+
 
 @dataclass
 class LayerInfo:
@@ -82,11 +87,14 @@ class NeuronGraph:
         default_factory=lambda: ColumnTable(
             {"node_type": _LONG, "op": _LONG, "activation": _LONG, "activation_param": _FLOAT,
              "layer": _LONG, "io_tensor": _LONG, "io_index": _LONG, "norm_eps": _FLOAT,
-             "norm_mean": _FLOAT, "norm_var": _FLOAT, "size": _LONG}
+             "norm_mean": _FLOAT, "norm_var": _FLOAT, "size": _LONG,
+             "rank": _FLOAT,  # order of the channel in the parameter graph (default: creation index)
+             "pos_0": _LONG, "pos_1": _LONG, "pos_2": _LONG}  # parameter-graph node position (grid cells), else 0
         )
     )
     blocks: list = field(default_factory=list)
     layers: list[LayerInfo] = field(default_factory=list)
+    input_encodings: dict[int, int] = field(default_factory=dict)  # input index -> one-hot width (token inputs)
 
     @property
     def num_neurons(self) -> int:
@@ -117,21 +125,26 @@ class NeuronGraph:
         norm_eps: float = 0.0,
         norm_mean: Optional[torch.Tensor] = None,
         norm_var: Optional[torch.Tensor] = None,
+        channel: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Create ``prod(shape)`` neurons and their channels; return their id tensor.
 
         Channels are given by ``channel_dim`` (neurons sharing an index along
         that dim share a channel) or by ``channel_key`` (neurons with equal
         keys share a channel, channels numbered in increasing key order); with
-        neither, all the neurons form one channel. ``pos`` ([*shape, 3]) are
-        the positions recorded on computation-graph neurons; by default the
-        index along the (up to three) non-channel dims.
+        neither, all the neurons form one channel. ``channel`` (ids of existing
+        channels, broadcastable to ``shape``) instead puts the neurons into
+        those channels, which keep their attributes (the node keywords are
+        ignored). ``pos`` ([*shape, 3]) are the positions recorded on
+        computation-graph neurons; by default the index along the (up to
+        three) non-channel dims.
         """
         shape = tuple(int(s) for s in shape)
         n = math.prod(shape)
+        if channel is not None:
+            return self._new_neurons_in(shape, channel, pos, channel_dim)
         if channel_key is not None:
-            uniq, local = torch.unique(channel_key.reshape(-1), return_inverse=True)
-            num_ch = uniq.numel()
+            local, num_ch = _dense_key(channel_key.expand(shape))
         elif channel_dim is not None:
             channel_dim = channel_dim % len(shape)
             num_ch = shape[channel_dim]
@@ -157,11 +170,27 @@ class NeuronGraph:
             norm_mean=0.0 if norm_mean is None else norm_mean.to(_FLOAT),
             norm_var=0.0 if norm_var is None else norm_var.to(_FLOAT),
             size=torch.bincount(local, minlength=num_ch) if n else 0,
+            rank=torch.arange(len(self.channels), len(self.channels) + num_ch, dtype=_FLOAT),
         )
         start = self.neurons.append(
             n, channel=local + ch_start, pos_0=pos[:, 0], pos_1=pos[:, 1], pos_2=pos[:, 2],
             io_tensor=-1, io_index=-1,
         )
+        return torch.arange(start, start + n, dtype=_LONG).view(shape)
+
+    def _new_neurons_in(self, shape: tuple[int, ...], channel: torch.Tensor, pos: Optional[torch.Tensor],
+                        channel_dim: Optional[int]) -> torch.Tensor:
+        """Neurons of ``shape`` joining the existing channels ``channel`` (their ``size`` grows)."""
+        n = math.prod(shape)
+        channel = torch.as_tensor(channel, dtype=_LONG).expand(shape).reshape(-1)
+        if n and (int(channel.min()) < 0 or int(channel.max()) >= self.num_channels):
+            raise ValueError(f"new_neurons: channel ids must be existing channels [0, {self.num_channels})")
+        if pos is None:
+            pos = _default_positions(shape, None if channel_dim is None else channel_dim % len(shape))
+        pos = pos.reshape(n, 3)
+        self.channels.column("size").index_add_(0, channel, torch.ones(n, dtype=_LONG))
+        start = self.neurons.append(n, channel=channel, pos_0=pos[:, 0], pos_1=pos[:, 1], pos_2=pos[:, 2],
+                                    io_tensor=-1, io_index=-1)
         return torch.arange(start, start + n, dtype=_LONG).view(shape)
 
     def new_bias_node(self, layer: int) -> torch.Tensor:
@@ -197,6 +226,25 @@ class NeuronGraph:
     def set_channel_attr(self, channels: torch.Tensor, name: str, value) -> None:
         self.channels.column(name)[channels] = value
 
+    def renumber_channels_by_rank(self) -> bool:
+        """Renumber channels in (rank, id) order, remapping the neurons' channel ids.
+
+        A constant feeding older channels (a class token joining a sequence's
+        feature channels) gets a rank below theirs; renumbering restores
+        ``src < dst`` on channel-level edges. Returns whether anything moved.
+        """
+        rank = self.channels.column("rank")
+        order = torch.sort(rank, stable=True).indices
+        if torch.equal(order, torch.arange(order.numel())):
+            return False
+        new_id = torch.empty_like(order)
+        new_id[order] = torch.arange(order.numel())
+        self.channels.permute_rows(order)
+        self.channels.column("rank")[:] = torch.arange(order.numel(), dtype=_FLOAT)
+        channel = self.neurons.column("channel")
+        channel[:] = new_id[channel]
+        return True
+
     def mark_io(self, ids: torch.Tensor, io_tensor: int, node_type: NodeType) -> None:
         """Mark ``ids`` (in their tensor's element order) as input/output ``io_tensor``.
 
@@ -224,6 +272,16 @@ class NeuronGraph:
             types = self.channels.column("node_type")
             hidden = keep[types[keep] == NodeType.HIDDEN]
             types[hidden] = int(NodeType.OUTPUT)
+
+
+def _dense_key(key: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Flat dense ids (increasing key order) of ``key``; its broadcast (stride-0) dims are not sorted again."""
+    small = key
+    for d in range(key.dim()):
+        if key.shape[d] > 1 and key.stride(d) == 0:
+            small = small.narrow(d, 0, 1)
+    uniq, local = torch.unique(small.reshape(-1), return_inverse=True)
+    return local.view(small.shape).expand(key.shape).reshape(-1), uniq.numel()
 
 
 def _default_positions(shape: tuple[int, ...], channel_dim: Optional[int]) -> torch.Tensor:

@@ -55,6 +55,9 @@ class CompileState:
     edges: Any = None
     edge_block: Optional[torch.Tensor] = None
     edge_type: Optional[torch.Tensor] = None
+    edge_tied: Optional[torch.Tensor] = None  # parameter graph: flat index repeated by each TIED edge, else -1
+    input_encodings: list = field(default_factory=list)  # per input: None or {"one_hot": vocabulary size}
+    output_types: list = field(default_factory=list)  # classes of the output's containers (gmnfx.output_structure)
     result: Any = None
     timings: dict = field(default_factory=dict)
     _block_table: Optional[torch.Tensor] = None

@@ -12,6 +12,8 @@ or a tensor method name wrapped in :func:`method` (``method("view")``)::
 """
 from __future__ import annotations
 
+import sys
+
 from dataclasses import dataclass
 from typing import Callable, Hashable, Optional
 
@@ -19,7 +21,7 @@ import torch.nn as nn
 
 from gmnfx.errors import RegistryError
 
-__all__ = ["register_lowering", "lookup_lowering", "method", "Method", "LoweringRule"]
+__all__ = ["register_lowering", "lookup_lowering", "method", "Method", "LoweringRule", "monkeypatched_original"]
 
 LoweringRule = Callable  # (ctx: LoweringContext, node: torch.fx.Node) -> Value
 
@@ -72,6 +74,9 @@ def register_lowering(*targets: Hashable, replace: bool = False) -> Callable[[Lo
 def lookup_lowering(target: Hashable) -> Optional[LoweringRule]:
     """The rule for ``target``; module subclasses that keep their parent's forward inherit its rule."""
     rule = _LOWERINGS.get(target)
+    if rule is None and callable(target) and not isinstance(target, type):
+        original = monkeypatched_original(target)
+        rule = None if original is None else _LOWERINGS.get(original)
     if rule is not None or not isinstance(target, type) or not issubclass(target, nn.Module):
         return rule
     for base in target.__mro__[1:]:
@@ -80,6 +85,16 @@ def lookup_lowering(target: Hashable) -> Optional[LoweringRule]:
         if base in _LOWERINGS:
             return _LOWERINGS[base]
     return None
+
+
+def monkeypatched_original(target) -> Optional[Hashable]:
+    """The torch function a library replaced with ``target`` (importing torch_geometric swaps
+    ``torch.index_select`` and ``torch.select`` for wrappers ``_new_<name>`` that keep ``_old_<name>``)."""
+    name = getattr(target, "__name__", "")
+    module = sys.modules.get(getattr(target, "__module__", "") or "")
+    if not name.startswith("_new_") or module is None:
+        return None
+    return getattr(module, "_old_" + name.removeprefix("_new_"), None)
 
 
 def _describe(target: Hashable) -> str:

@@ -13,10 +13,22 @@ import torch
 import torch.nn as nn
 
 import gmnfx
+from gmnfx.output_structure import output_structure
 from gmnfx.schema import EDGE_FEATURES, NODE_FEATURES
 from gmnfx.simulate import topological_levels
 
-__all__ = ["check_compiles", "simulation_error"]
+__all__ = ["check_compiles", "simulation_error", "default_test_inputs"]
+
+
+def default_test_inputs(graph, example_inputs: tuple) -> tuple:
+    """Random inputs like ``example_inputs`` with one more sample: normal floats, or for token inputs
+    (``graph.input_encodings[k] == {"one_hot": V}``) ids drawn uniformly from ``[0, V)``."""
+    out = []
+    for x, encoding in zip(example_inputs, graph.input_encodings):
+        shape = (x.shape[0] + 1, *x.shape[1:])
+        out.append(torch.randint(0, encoding["one_hot"], shape, dtype=x.dtype) if encoding
+                   else torch.randn(shape, dtype=x.dtype))
+    return tuple(out)
 
 
 def simulation_error(model: nn.Module, graph, *inputs: torch.Tensor) -> float:
@@ -25,8 +37,8 @@ def simulation_error(model: nn.Module, graph, *inputs: torch.Tensor) -> float:
     with torch.no_grad():
         expected = model(*inputs)
     got = gmnfx.simulate(graph, *inputs)
-    exp_leaves = torch.utils._pytree.tree_leaves(expected)
-    got_leaves = torch.utils._pytree.tree_leaves(got)
+    exp_leaves = _tensor_leaves(expected)
+    got_leaves = _tensor_leaves(got)
     assert len(exp_leaves) == len(got_leaves), f"simulate returned {len(got_leaves)} outputs, model {len(exp_leaves)}"
     worst = 0.0
     for e, g in zip(exp_leaves, got_leaves):
@@ -36,18 +48,23 @@ def simulation_error(model: nn.Module, graph, *inputs: torch.Tensor) -> float:
     return worst
 
 
+def _tensor_leaves(output) -> list:
+    """The tensors of an output in order (dataclasses and dict subclasses read as dicts, None fields left out)."""
+    return [leaf for leaf in torch.utils._pytree.tree_leaves(output_structure(output)[0]) if leaf is not None]
+
+
 def check_compiles(model: nn.Module, example_inputs, test_inputs=None, *, rtol: float = 1e-5, frontend: str = "auto"):
     """Assert everything gmnfx promises for ``model``; returns (parameter_graph, computation_graph)."""
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    if test_inputs is None:
-        test_inputs = tuple(torch.randn(x.shape[0] + 1, *x.shape[1:], dtype=x.dtype) for x in example_inputs)
-    elif isinstance(test_inputs, torch.Tensor):
-        test_inputs = (test_inputs,)
     model.eval()
     flat = gmnfx.flat_parameters(model)
     pg = gmnfx.compile(model, example_inputs, frontend=frontend, debug=True)
     cg = gmnfx.compile(model, example_inputs, graph="computation", frontend=frontend, debug=True)
+    if test_inputs is None:
+        test_inputs = default_test_inputs(cg, example_inputs)
+    elif isinstance(test_inputs, torch.Tensor):
+        test_inputs = (test_inputs,)
 
     # exact coverage and values: every parameter once in the parameter graph
     params = pg.edge_param[pg.edge_param >= 0]

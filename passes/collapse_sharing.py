@@ -4,7 +4,12 @@ Conv positions collapse into channel nodes (kernel offsets become edge
 features), every block emits one edge per parameter it uses, and a parameter
 used by several blocks (tied or reused weights) keeps one edge at its first
 use; later uses joining other channels become parameter-free TIED edges so the
-coupling stays visible. A parameter on no edge is an error.
+coupling stays visible (``edge_tied``: the parameter each TIED edge repeats).
+A parameter on no edge is an error.
+
+Channels are numbered in order of their ``rank`` first, so a constant that
+feeds older channels (a class token joining a sequence's feature channels)
+comes before them and every edge still runs from a lower to a higher id.
 """
 from __future__ import annotations
 
@@ -22,25 +27,29 @@ __all__ = ["collapse_weight_sharing"]
 def collapse_weight_sharing(state):
     """Channel-level nodes and edges into ``state.nodes`` / ``state.edges``."""
     graph = state.neuron_graph
+    graph.renumber_channels_by_rank()  # before any channel id is read
     nodes = {name: graph.channels.column(name) for name in
              ("node_type", "op", "activation", "activation_param", "layer", "io_tensor", "io_index",
               "norm_eps", "norm_mean", "norm_var")}
-    zeros = torch.zeros(graph.num_channels, dtype=torch.long)
-    nodes.update(pos_0=zeros, pos_1=zeros, pos_2=zeros)
+    nodes.update({f"pos_{d}": graph.channels.column(f"pos_{d}") for d in range(3)})  # 0 except grid cells
     state.nodes = nodes
     edges, block, edge_type = gather_block_edges(state, "parameter_edges")
     counts = torch.bincount(edges.param + 1, minlength=state.param_table.num_parameters + 1)[1:]
     if not bool((counts > 0).all()):
         _raise_unplaced(counts > 0, state.param_table)
+    tied = torch.full((len(edges),), -1, dtype=torch.long)
     if counts.numel() and int(counts.max()) > 1:
-        edges, block, edge_type = _resolve_shared_parameters(edges, block, edge_type, state.flat_params, counts)
-    state.edges, state.edge_block, state.edge_type = edges, block, edge_type
+        edges, block, edge_type, tied = _resolve_shared_parameters(edges, block, edge_type, state.flat_params, counts)
+    state.edges, state.edge_block, state.edge_type, state.edge_tied = edges, block, edge_type, tied
     return state
 
 
 def _resolve_shared_parameters(edges: EdgeColumns, block: torch.Tensor, edge_type: torch.Tensor,
                                flat_params: torch.Tensor, counts: torch.Tensor):
-    """One edge per (parameter, channel pair); the first use of a parameter keeps it, later ones are TIED."""
+    """One edge per (parameter, channel pair); the first use of a parameter keeps it, later ones are TIED.
+
+    Returns the kept edges, their blocks and types, and per edge the parameter a TIED edge repeats (else -1).
+    """
     num_params, num_edges = flat_params.numel(), edges.param.numel()
     with_param = edges.param >= 0
     shared = torch.nonzero(with_param & (counts[edges.param.clamp(min=0)] > 1)).squeeze(1)
@@ -55,10 +64,12 @@ def _resolve_shared_parameters(edges: EdgeColumns, block: torch.Tensor, edge_typ
     tied = first_of_triple[first_of_triple != first_of_param[edges.param[first_of_triple]]]
     edge_type, weight, param = edge_type.clone(), edges.weight.clone(), edges.param.clone()
     edge_type[tied] = int(EdgeType.TIED)
+    repeats = torch.full((num_edges,), -1, dtype=torch.long)
+    repeats[tied] = param[tied]
     param[tied] = -1
     idx = torch.nonzero(keep).squeeze(1)
     out = EdgeColumns(edges.src[idx], edges.dst[idx], param[idx], weight[idx], edges.pos[idx])
-    return out, block[idx], edge_type[idx]
+    return out, block[idx], edge_type[idx], repeats[idx]
 
 
 def _raise_unplaced(placed: torch.Tensor, table) -> None:

@@ -47,5 +47,8 @@ def encode_features(state):
         layers=[dict(name=l.name, kind=l.kind, module_path=l.module_path, source=l.source)
                 for l in state.neuron_graph.layers],
         frontend=state.frontend,
+        edge_tied=state.edge_tied,
+        input_encodings=list(state.input_encodings),
+        output_types=list(state.output_types),
     )
     return state

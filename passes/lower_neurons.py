@@ -168,6 +168,8 @@ def _unsupported(ctx: LoweringContext, node: fx.Node, key) -> UnsupportedOpError
 def _lower_output(state, ctx: LoweringContext, node: fx.Node) -> None:
     output = _output_arg(state.graph_module, node)
     structure, state.output_types = output_structure(output, _real_output(state, output))
+    # a node whose value is itself a tuple (a module returning (out, weights)) nests into the structure
+    structure = pytree.tree_map(lambda leaf: _nested_value(ctx, leaf), structure)
     leaves, spec = pytree.tree_flatten(structure)
     values = [ctx.value(leaf) for leaf in leaves]
     for k, value in enumerate(values):
@@ -193,6 +195,13 @@ def _lower_output(state, ctx: LoweringContext, node: fx.Node) -> None:
     state.input_encodings = [None if w is None else {"one_hot": w} for w in widths]
     state.input_neurons = torch.cat([_input_neurons(v.ids, w) for v, w in zip(inputs, widths)]) if inputs \
         else torch.empty(0, dtype=torch.long)
+
+
+def _nested_value(ctx: LoweringContext, leaf):
+    """A tuple/list-valued output node as a tuple of its parts (still lowered values); any other leaf as is."""
+    if isinstance(leaf, fx.Node) and isinstance(leaf.meta.get(META_VALUE), (tuple, list)):
+        return tuple(leaf.meta[META_VALUE])
+    return leaf
 
 
 def _input_neurons(ids: torch.Tensor, one_hot: int | None) -> torch.Tensor:

@@ -59,6 +59,8 @@ class _ShapeInterpreter(fx.Interpreter):
             a in self.dependent for a in node.all_input_nodes)
         if node.op == "get_attr" and isinstance(result, torch.Tensor) and id(result) in self.param_ids:
             dependent = True
+        if node.op == "call_module" and next(self.module.get_submodule(node.target).parameters(), None) is not None:
+            dependent = True  # a layer with parameters applied to a constant (an embedding of position ids)
         if dependent:
             self.dependent.add(node)
         elif node.op not in ("output",):

@@ -6,6 +6,7 @@ model is captured with torch.export and its ATen-level graph is lowered.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import traceback
@@ -19,7 +20,7 @@ import gmnfx.passes
 
 from gmnfx.errors import MissingExampleInputsError, UntraceableModuleError
 from gmnfx.ir import META_MODULE_PATH
-from gmnfx.registry import lookup_lowering
+from gmnfx.registry import lookup_lowering, monkeypatched_original as _monkeypatched_original
 
 __all__ = ["trace", "GmnfxTracer"]
 
@@ -97,12 +98,33 @@ def _root_leaf_graph(model: nn.Module) -> fx.GraphModule:
     return gm
 
 
+@contextlib.contextmanager
+def _original_torch_functions():
+    """Undo library monkeypatches of torch functions while tracing.
+
+    torch_geometric replaces ``torch.index_select`` / ``torch.select`` with Python wrappers
+    that branch on their arguments; torch.fx would trace into them and fail.
+    """
+    patched = {}
+    for name in ("index_select", "select"):
+        original = _monkeypatched_original(getattr(torch, name))
+        if original is not None:
+            patched[name] = getattr(torch, name)
+            setattr(torch, name, original)
+    try:
+        yield
+    finally:
+        for name, wrapper in patched.items():
+            setattr(torch, name, wrapper)
+
+
 def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
     if lookup_lowering(type(model)) is not None and type(model).forward is not nn.Module.forward:
         return _root_leaf_graph(model)
     tracer = GmnfxTracer()
     try:
-        graph = tracer.trace(model)
+        with _original_torch_functions():
+            graph = tracer.trace(model)
     except Exception as exc:  # noqa: BLE001 - any tracer failure triggers the fallback
         if not hasattr(exc, "gmnfx_module_path"):
             exc.gmnfx_module_path = ""

@@ -5,10 +5,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from hypothesis import strategies as st
 
 __all__ = ["Architecture", "mlp_architectures", "conv_architectures", "residual_cnn_architectures",
            "sequence_architectures"]
+__all__ += ["deepsets_architectures", "grid_sample_architectures"]
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.Tanh, nn.SiLU, nn.Sigmoid, nn.Identity, nn.LeakyReLU, nn.ReLU6)
 
@@ -187,3 +189,98 @@ def sequence_architectures(draw, *, max_layers: int = 3, max_tokens: int = 4, ma
     batch = draw(st.integers(1, 3))
     return Architecture(model, torch.randn(batch, tokens, features), torch.randn(batch + 1, tokens, features),
                         " -> ".join(desc) + f" (seed {seed})")
+
+
+def _set_pool(x: torch.Tensor, kind: str, keepdim: bool) -> torch.Tensor:
+    """Pool ``x`` [batch, N, D] over the set axis."""
+    if kind == "mean":
+        return x.mean(dim=1, keepdim=keepdim)
+    if kind == "sum":
+        return x.sum(1, keepdim=keepdim)
+    return x.max(1, keepdim=keepdim).values
+
+
+class _SetLayer(nn.Module):
+    """``Lambda(x) + Gamma(pool(x))`` (form "pooled") or ``Lambda(x - x.mean(1, keepdim=True))`` ("centered")."""
+
+    def __init__(self, d_in: int, d_out: int, form: str, pool: str, bias: bool):
+        super().__init__()
+        self.form, self.pool = form, pool
+        self.lam = nn.Linear(d_in, d_out, bias=bias)
+        self.gam = nn.Linear(d_in, d_out, bias=False) if form == "pooled" else None
+
+    def forward(self, x):
+        if self.form == "centered":
+            return self.lam(x - x.mean(dim=1, keepdim=True))
+        return self.lam(x) + self.gam(_set_pool(x, self.pool, keepdim=True))
+
+
+class _DeepSet(nn.Module):
+    """Permutation-equivariant set layers with activations, an invariant pooling over the set, a head."""
+
+    def __init__(self, layers: list, activations: list, readout: str, head: nn.Module):
+        super().__init__()
+        self.layers, self.activations = nn.ModuleList(layers), nn.ModuleList(activations)
+        self.readout, self.head = readout, head
+
+    def forward(self, x):
+        for layer, activation in zip(self.layers, self.activations):
+            x = activation(layer(x))
+        return self.head(_set_pool(x, self.readout, keepdim=False))
+
+
+@st.composite
+def deepsets_architectures(draw, *, max_layers: int = 3, max_set_size: int = 5, max_features: int = 5) -> Architecture:
+    """DeepSets on sets [batch, N, D]: set layers (pooled by mean/sum/max, or centered), an invariant readout."""
+    set_size, features = draw(st.integers(1, max_set_size)), draw(st.integers(1, max_features))
+    layers, activations, desc, width = [], [], [], features
+    for _ in range(draw(st.integers(1, max_layers))):
+        out, bias = draw(st.integers(1, max_features)), draw(st.booleans())
+        form, pool = draw(st.sampled_from(["pooled", "centered"])), draw(st.sampled_from(["mean", "sum", "max"]))
+        layers.append(_SetLayer(width, out, form, pool, bias))
+        activations.append(draw(st.sampled_from(ACTIVATIONS))())
+        desc.append(f"SetLayer({width},{out},{form if form == 'centered' else pool},bias={bias}) "
+                    f"{type(activations[-1]).__name__}")
+        width = out
+    readout = draw(st.sampled_from(["mean", "sum", "max"]))
+    seed = draw(st.integers(0, 2**16))
+    torch.manual_seed(seed)
+    model = _DeepSet(layers, activations, readout, nn.Linear(width, 2)).eval()
+    batch = draw(st.integers(1, 3))
+    return Architecture(model, torch.randn(batch, set_size, features), torch.randn(batch + 1, set_size, features),
+                        " -> ".join(desc) + f" -> {readout} over the set (seed {seed})")
+
+
+class _GridModel(nn.Module):
+    """Sample points from a Linear on the input (tanh, scaled past the border), a parameter grid sampled there."""
+
+    def __init__(self, in_features: int, points: int, size: tuple, channels: int, options: dict):
+        super().__init__()
+        self.nd, self.points, self.options = len(size), points, options
+        self.to_points = nn.Linear(in_features, points * self.nd)
+        self.grid = nn.Parameter(torch.randn(1, channels, *size))
+        self.keep = [-1] * (1 + self.nd)
+        self.head = nn.Linear(channels * points, 2)
+
+    def forward(self, x):
+        p = 1.25 * torch.tanh(self.to_points(x))
+        p = p.view(x.shape[0], self.points, *([1] * (self.nd - 1)), self.nd)
+        features = F.grid_sample(self.grid.expand(x.shape[0], *self.keep), p, **self.options)
+        return self.head(features.flatten(1))
+
+
+@st.composite
+def grid_sample_architectures(draw, *, max_points: int = 4, max_size: int = 4, max_channels: int = 3,
+                              dims: tuple = (2, 3)) -> Architecture:
+    """A spatial parameter grid read by F.grid_sample at points computed from the input, then a head."""
+    nd = draw(st.sampled_from(dims))
+    size = tuple(draw(st.integers(1, max_size)) for _ in range(nd))
+    channels, points, in_features = draw(st.integers(1, max_channels)), draw(st.integers(1, max_points)), 3
+    options = dict(mode=draw(st.sampled_from(["bilinear", "nearest"])),
+                   padding_mode=draw(st.sampled_from(["zeros", "border"])), align_corners=draw(st.booleans()))
+    seed = draw(st.integers(0, 2**16))
+    torch.manual_seed(seed)
+    model = _GridModel(in_features, points, size, channels, options).eval()
+    batch = draw(st.integers(1, 3))
+    return Architecture(model, torch.randn(batch, in_features), torch.randn(batch + 1, in_features),
+                        f"grid {size} x {channels} channels at {points} points, {options} (seed {seed})")

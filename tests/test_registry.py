@@ -71,3 +71,22 @@ def test_subclass_without_own_forward_inherits_the_rule():
 def test_method_keys_are_distinct_from_functions():
     assert lookup_lowering(method("view")) is not None
     assert method("view") == method("view") and method("view") != method("reshape")
+
+
+def test_rules_survive_torch_geometric_replacing_torch_functions():
+    """Importing torch_geometric swaps torch.index_select for a wrapper; its rule must still apply."""
+    import torch_geometric  # noqa: F401
+
+    from gmnfx.registry import lookup_lowering
+
+    assert lookup_lowering(torch.index_select) is not None
+
+    class Select(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.index_select(self.fc(x), 1, torch.tensor([2, 0]))
+
+    check_compiles(Select(), torch.randn(2, 4), frontend="fx")

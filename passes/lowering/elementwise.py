@@ -5,7 +5,8 @@ are fresh weighted-sum neurons nobody else reads (the usual ``relu(linear(x))``)
 otherwise a layer of neurons with a fixed weight-1 edge is added. ``+``, ``-``,
 ``*`` and ``/`` make new neurons: residual adds get fixed weight-1 SKIP
 edges, multiplication by a parameter (layer scale) gets SCALE edges carrying
-it, a product of two activations becomes a PROD node.
+it, a product of two activations becomes a PROD node, and ``x ** n`` (small
+positive integer ``n``) a PROD node with ``n`` PRODUCT edges from ``x``.
 """
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ from gmnfx.schema import Activation, EdgeType, NodeOp
 
 from .mirror import mirror_neurons
 
-__all__ = ["apply_activation", "lower_add", "lower_mul"]
+__all__ = ["apply_activation", "lower_add", "lower_mul", "lower_power", "MASK_VALUE"]
 
 aten = torch.ops.aten
+
+MASK_VALUE = float(torch.finfo(torch.float32).min)
+"""The weight a constant ``-inf`` (an attention mask) gets on an edge: same softmax, finite features."""
 
 
 def apply_activation(ctx: LoweringContext, x: Neurons, activation: Activation, param: float = 0.0) -> Neurons:
@@ -133,7 +137,8 @@ def _weighted_sum(ctx: LoweringContext, terms: list[tuple[Any, float]]) -> Neuro
     for term, _ in params:
         ctx.graph.add_block(PairEdges(bias_node, out, EdgeType.BIAS, ctx.layer, ctx.source(), param=term.index))
     for term, scale in constants:
-        value = torch.as_tensor(term, dtype=torch.float64) * scale
+        value = torch.nan_to_num(torch.as_tensor(term, dtype=torch.float64) * scale, neginf=MASK_VALUE,
+                                 posinf=-MASK_VALUE)
         ctx.graph.add_block(PairEdges(bias_node, out, EdgeType.BIAS, ctx.layer, ctx.source(), weight=value))
     return Neurons(out, fusable=True)
 
@@ -205,6 +210,40 @@ def lower_mul(ctx: LoweringContext, a: Any, b: Any) -> Neurons:
 def lower_mul_op(ctx: LoweringContext, node) -> Neurons:
     a, b = ctx.bind(node, "input", "other")
     return lower_mul(ctx, a, b)
+
+
+_MAX_POWER = 8
+
+
+def lower_power(ctx: LoweringContext, x: Neurons, exponent: Any) -> Neurons:
+    """``x ** n`` for a small positive integer ``n``: one PROD neuron per element with ``n`` PRODUCT edges from it."""
+    power = _small_integer(exponent)
+    if power is None:
+        raise ctx.fail(f"expected a positive integer exponent of at most {_MAX_POWER} (got {exponent!r}); "
+                       "gmnfx lowers x ** n as a product of n factors, other powers have no neuron op")
+    if power == 1:
+        return x
+    out = mirror_neurons(ctx, x.shape, [x.ids], op=NodeOp.PROD)
+    for _ in range(power):
+        ctx.graph.add_block(PairEdges(x.ids, out, EdgeType.PRODUCT, ctx.layer, ctx.source()))
+    return Neurons(out)
+
+
+def _small_integer(exponent: Any) -> "int | None":
+    """``exponent`` as an int in ``1 .. _MAX_POWER`` (``3``, ``3.0``, a one-element tensor), else None."""
+    if isinstance(exponent, torch.Tensor):
+        exponent = exponent.item() if exponent.numel() == 1 else None
+    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not 1 <= exponent <= _MAX_POWER:
+        return None
+    return int(exponent) if exponent == int(exponent) else None
+
+
+@register_lowering(operator.pow, torch.pow, method("pow"), aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor)
+def lower_pow_op(ctx: LoweringContext, node) -> Neurons:
+    x, exponent = ctx.bind(node, "input", "exponent")
+    if not isinstance(x, Neurons) or isinstance(exponent, (Neurons, Params)):
+        raise ctx.fail("only an activation raised to a constant power is supported (x ** n)")
+    return lower_power(ctx, x, exponent)
 
 
 @register_lowering(operator.truediv, operator.itruediv, torch.div, method("div"), aten.div.Tensor)

@@ -32,6 +32,7 @@ from gmnfx.schema import EdgeType, NodeOp
 
 from .elementwise import lower_add
 from .linear import lower_linear
+from .mirror import squeeze_constant_dims
 
 __all__ = ["lower_matmul", "lower_activation_product", "positional_index"]
 
@@ -106,23 +107,15 @@ def _reduced_pair_key(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     ``q[t, j]`` does not depend on ``t``), the key is too, so it is computed once and
     broadcast: the product layer of ``q @ k^T`` costs O(heads * dims) here, not O(T^2 d).
     """
-    left, right = _squeeze_constant_dims(left), _squeeze_constant_dims(right)
+    left, right = squeeze_constant_dims(left), squeeze_constant_dims(right)
     common = torch.broadcast_shapes(left.shape, right.shape)
     key = combine_index_keys([left.expand(common).reshape(-1), right.expand(common).reshape(-1)])
     return key.view(common)
 
 
-def _squeeze_constant_dims(t: torch.Tensor) -> torch.Tensor:
-    """``t`` narrowed to size 1 along every dim where it is constant (a broadcastable view)."""
-    for d in range(t.dim()):
-        if t.shape[d] > 1 and bool((t == t.narrow(d, 0, 1)).all()):
-            t = t.narrow(d, 0, 1)
-    return t
-
-
 def _row_key(term_key: torch.Tensor, shape) -> torch.Tensor:
     """Dense key per output element of the tuple of its terms' channels (the last dim), reduced like ``term_key``."""
-    reduced = _squeeze_constant_dims(term_key)
+    reduced = squeeze_constant_dims(term_key)
     rows = reduced.reshape(-1, reduced.shape[-1])
     _, key = torch.unique(rows, dim=0, return_inverse=True)
     return key.view(reduced.shape[:-1])
@@ -136,7 +129,7 @@ def positional_index(key: torch.Tensor, shape) -> torch.Tensor:
     channel (a head, a feature) and is not recorded. Right-aligned into 3 columns.
     """
     shape = tuple(shape)
-    key = _squeeze_constant_dims(key.reshape((1,) * (len(shape) - key.dim()) + tuple(key.shape)))
+    key = squeeze_constant_dims(key.reshape((1,) * (len(shape) - key.dim()) + tuple(key.shape)))
     dims = [d for d in range(len(shape)) if shape[d] > 1 and key.shape[d] == 1][-3:]
     pos = torch.zeros(*shape, 3, dtype=torch.long)
     for column, dim in zip(range(3 - len(dims), 3), dims):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from gmnfx.context import LoweringContext
 from gmnfx.edge_blocks import BlockAttrs, PairEdges, combine_index_keys, window_taps
-from gmnfx.ir import Neurons
+from gmnfx.ir import Neurons, Params
 from gmnfx.registry import method, register_lowering
 from gmnfx.schema import EdgeType, NodeOp
 
@@ -253,3 +253,14 @@ def _register_reduction(op: NodeOp, mean: bool, *targets):
 _register_reduction(NodeOp.SUM, True, torch.mean, method("mean"), aten.mean.dim)
 _register_reduction(NodeOp.SUM, False, torch.sum, method("sum"), aten.sum.dim_IntList)
 _register_reduction(NodeOp.MAX, False, torch.amax, method("amax"), aten.amax.default)
+
+
+@register_lowering(torch.max, method("max"), aten.max.dim)
+def lower_max(ctx: LoweringContext, node) -> tuple:
+    """``x.max(dim)``: (values, indices); the values are a MAX reduction, the data-dependent indices None."""
+    x, dim, keepdim = ctx.bind(node, "input", dim=None, keepdim=False)
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        got = "a second tensor" if isinstance(dim, (Neurons, Params)) else f"dim={dim!r}"
+        raise ctx.fail(f"max is supported as a reduction over one dim, x.max(dim) (got {got}); the elementwise "
+                       "maximum of two tensors has no neuron op, and reducing every dim includes the batch dim")
+    return lower_reduction(ctx, ctx.neurons(x), dim, bool(keepdim), NodeOp.MAX, False), None

@@ -32,7 +32,7 @@ from gmnfx.schema import EdgeType, NodeOp
 
 from .elementwise import MASK_VALUE
 from .matmul import positional_index
-from .mirror import mirror_neurons
+from .mirror import mirror_neurons, squeeze_constant_dims
 
 __all__ = ["lower_softmax", "add_constant_bias", "MASK_VALUE"]
 
@@ -47,9 +47,9 @@ def lower_softmax(ctx: LoweringContext, x: Neurons, dim: int) -> Neurons:
     dim = _check_dim(ctx, dim, len(x.shape))
     members = x.ids.movedim(dim, -1)  # [*groups, n]
     graph = ctx.graph
-    channels = graph.channel_of(members)
+    channels = squeeze_constant_dims(graph.channel_of(members))  # attention scores: [heads, 1, 1]
     _, group_key = torch.unique(channels.reshape(-1, channels.shape[-1]), dim=0, return_inverse=True)
-    group_key = group_key.view(members.shape[:-1])
+    group_key = group_key.view(channels.shape[:-1]).expand(members.shape[:-1])
     lse = graph.new_neurons(members.shape[:-1], layer=ctx.layer, op=NodeOp.LOGSUMEXP, channel_key=group_key,
                             pos=positional_index(group_key, members.shape[:-1]))
     out = mirror_neurons(ctx, members.shape, [members], op=NodeOp.SOFTMAX)

@@ -213,3 +213,9 @@ def test_compact_product_neurons_give_the_same_parameter_graph(model):
                                                               kind.tolist(), weight.tolist()))
     assert edges(full.edges.src, full.edges.dst, full.edges.param, full.edge_type, full.edges.weight) == edges(
         *compact.edge_index, compact.edge_param, compact.edge_type, compact.edge_weight)
+
+
+def test_multihead_attention_as_the_whole_model_returns_its_tuple():
+    pg, _ = check_compiles(nn.MultiheadAttention(8, 2, batch_first=True), (torch.randn(2, 5, 8),) * 3)
+    assert len(pg.output_shapes) == 2  # the output and the head-averaged attention weights
+
