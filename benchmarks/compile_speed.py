@@ -81,8 +81,9 @@ def build(name: str, image_size: int, tokens: int):
         return model, torch.randn(1, 3, image_size, image_size), \
             f"ViT-Base/16 layout (plain torch), {image_size}x{image_size} images = {(image_size // 16) ** 2 + 1} tokens"
     if name == "gpt2-small":
-        return GPT2().eval(), torch.randint(0, 50257, (1, tokens)), \
-            f"GPT-2 small layout (plain torch, tied head), traced at {tokens} tokens"
+        # the position table has one row per traced token: rows no input reaches would sit on no edge
+        return GPT2(positions=tokens).eval(), torch.randint(0, 50257, (1, tokens)), \
+            f"GPT-2 small layout (plain torch, tied head), {tokens} tokens and positions"
     raise SystemExit(f"unknown model {name!r}")
 
 
