@@ -51,24 +51,32 @@ def _resolve_shared_parameters(edges: EdgeColumns, block: torch.Tensor, edge_typ
     Returns the kept edges, their blocks and types, and per edge the parameter a TIED edge repeats (else -1).
     """
     num_params, num_edges = flat_params.numel(), edges.param.numel()
-    with_param = edges.param >= 0
-    shared = torch.nonzero(with_param & (counts[edges.param.clamp(min=0)] > 1)).squeeze(1)
-    inverse = combine_index_keys([edges.param[shared], edges.src[shared], edges.dst[shared]])
-    first_of_triple = torch.full((int(inverse.max()) + 1,), num_edges, dtype=torch.long)
-    first_of_triple.scatter_reduce_(0, inverse, shared, reduce="amin")
+    shared = torch.nonzero((edges.param >= 0) & (counts[edges.param.clamp(min=0)] > 1)).squeeze(1)
+    p = edges.param[shared]
+    first_of_param = torch.full((num_params,), num_edges, dtype=torch.long)
+    first_of_param.scatter_reduce_(0, p, shared, reduce="amin")
+    first = first_of_param[p]
+    # a later use joining the same channel pair as the first is the same parameter-graph edge: dropped
+    repeat_of_first = (shared != first) & (edges.src[shared] == edges.src[first]) & (edges.dst[shared] == edges.dst[first])
+    later = shared[(shared != first) & ~repeat_of_first]
+    if bool((counts[edges.param[later]] > 2).any()):  # three or more uses: later uses may repeat each other
+        inverse = combine_index_keys([edges.param[later], edges.src[later], edges.dst[later]])
+        first_of_triple = torch.full((int(inverse.max()) + 1,), num_edges, dtype=torch.long)
+        later = first_of_triple.scatter_reduce_(0, inverse, later, reduce="amin").sort().values
     keep = torch.ones(num_edges, dtype=torch.bool)
     keep[shared] = False
-    keep[first_of_triple] = True
-    first_of_param = torch.full((num_params,), num_edges, dtype=torch.long)
-    first_of_param.scatter_reduce_(0, edges.param[first_of_triple], first_of_triple, reduce="amin")
-    tied = first_of_triple[first_of_triple != first_of_param[edges.param[first_of_triple]]]
-    edge_type, weight, param = edge_type.clone(), edges.weight.clone(), edges.param.clone()
+    keep[first_of_param[first_of_param < num_edges]] = True
+    keep[later] = True
+    tied = later
+    # the columns were built for this collapse alone: mark the TIED edges in place
     edge_type[tied] = int(EdgeType.TIED)
     repeats = torch.full((num_edges,), -1, dtype=torch.long)
-    repeats[tied] = param[tied]
-    param[tied] = -1
+    repeats[tied] = edges.param[tied]
+    edges.param[tied] = -1
+    if bool(keep.all()):  # the usual case (tied weights): nothing to drop, no copy of the columns
+        return edges, block, edge_type, repeats
     idx = torch.nonzero(keep).squeeze(1)
-    out = EdgeColumns(edges.src[idx], edges.dst[idx], param[idx], weight[idx], edges.pos[idx])
+    out = EdgeColumns(edges.src[idx], edges.dst[idx], edges.param[idx], edges.weight[idx], edges.pos[idx])
     return out, block[idx], edge_type[idx], repeats[idx]
 
 
