@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 __all__ = ["Architecture", "mlp_architectures", "conv_architectures", "residual_cnn_architectures",
            "sequence_architectures"]
-__all__ += ["deepsets_architectures", "grid_sample_architectures"]
+__all__ += ["deepsets_architectures", "grid_sample_architectures", "attention_architectures"]
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.Tanh, nn.SiLU, nn.Sigmoid, nn.Identity, nn.LeakyReLU, nn.ReLU6)
 
@@ -284,3 +284,44 @@ def grid_sample_architectures(draw, *, max_points: int = 4, max_size: int = 4, m
     batch = draw(st.integers(1, 3))
     return Architecture(model, torch.randn(batch, in_features), torch.randn(batch + 1, in_features),
                         f"grid {size} x {channels} channels at {points} points, {options} (seed {seed})")
+
+
+class _DrawnAttention(nn.Module):
+    """Self-attention written one of three ways, with an optional causal mask, then a readout layer."""
+
+    def __init__(self, dim: int, heads: int, form: str, causal: bool):
+        super().__init__()
+        self.heads, self.form, self.causal = heads, form, causal
+        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mha = nn.MultiheadAttention(dim, heads, batch_first=True) if form == "mha" else None
+        self.register_buffer("mask", torch.ones(8, 8).tril().bool())
+
+    def forward(self, x):
+        b, t, d = x.shape
+        if self.mha is not None:
+            mask = ~self.mask[:t, :t] if self.causal else None
+            return self.out(self.mha(x, x, x, attn_mask=mask, need_weights=False)[0])
+        qkv = self.qkv(x)
+        q, k, v = (qkv[..., i * d:(i + 1) * d].view(b, t, self.heads, d // self.heads).transpose(1, 2) for i in range(3))
+        if self.form == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        else:
+            scores = q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5
+            if self.causal:
+                scores = scores.masked_fill(~self.mask[:t, :t], float("-inf"))
+            y = scores.softmax(dim=-1) @ v
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+@st.composite
+def attention_architectures(draw, *, max_heads: int = 3, max_head_dim: int = 3, max_tokens: int = 4,
+                            forms: tuple = ("hand_written", "sdpa", "mha")) -> Architecture:
+    """Self-attention: hand-written, F.scaled_dot_product_attention or nn.MultiheadAttention (fx only)."""
+    heads, head_dim = draw(st.integers(1, max_heads)), draw(st.integers(1, max_head_dim))
+    form, causal = draw(st.sampled_from(forms)), draw(st.booleans())
+    tokens, batch, seed = draw(st.integers(1, max_tokens)), draw(st.integers(1, 3)), draw(st.integers(0, 2**16))
+    dim = heads * head_dim
+    torch.manual_seed(seed)
+    model = _DrawnAttention(dim, heads, form, causal).eval()
+    return Architecture(model, torch.randn(batch, tokens, dim), torch.randn(batch + 1, tokens, dim),
+                        f"{form} attention, {heads} heads x {head_dim}, {tokens} tokens, causal={causal} (seed {seed})")

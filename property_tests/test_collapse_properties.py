@@ -15,10 +15,11 @@ from gmnfx.passes.trace import trace
 from gmnfx.pipeline import CompileState
 
 from strategies import conv_architectures, mlp_architectures, residual_cnn_architectures, sequence_architectures
-from strategies import deepsets_architectures, grid_sample_architectures
+from strategies import attention_architectures, deepsets_architectures, grid_sample_architectures
 
 ARCHITECTURES = st.one_of(mlp_architectures(), conv_architectures(), residual_cnn_architectures(), sequence_architectures(),
-                          deepsets_architectures(), grid_sample_architectures())
+                          deepsets_architectures(), grid_sample_architectures(),
+                          attention_architectures(forms=("hand_written", "sdpa")))  # MHA: fx only
 
 
 def _edge_set(edges) -> set:
