@@ -292,8 +292,9 @@ class _DrawnAttention(nn.Module):
     def __init__(self, dim: int, heads: int, form: str, causal: bool):
         super().__init__()
         self.heads, self.form, self.causal = heads, form, causal
-        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
         self.mha = nn.MultiheadAttention(dim, heads, batch_first=True) if form == "mha" else None
+        self.qkv = nn.Linear(dim, 3 * dim) if form != "mha" else None
         self.register_buffer("mask", torch.ones(8, 8).tril().bool())
 
     def forward(self, x):
