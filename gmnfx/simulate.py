@@ -173,7 +173,9 @@ def _compute_level(graph, x, nodes, local, s, d, w, t, op, stats_mean, stats_var
         peak = torch.full_like(out, -math.inf).scatter_reduce_(0, at, values, reduce="amax")
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
         total = torch.zeros_like(out).index_add_(0, ld[member], torch.exp(values - peak[ld[member]]))
-        stats_mean[nodes[is_lse]] = (peak + torch.log(total))[is_lse]
+        lse = peak + torch.log(total)
+        stats_mean[nodes[is_lse]] = lse[is_lse]
+        out[is_lse] = lse[is_lse]  # also the node's value, read by log_softmax's SKIP edges
     link = t == EdgeType.NORM_STATS_OUT
     stat_of = torch.zeros(nodes.numel(), dtype=torch.long)
     stat_of[ld[link]] = s[link]

@@ -1,4 +1,4 @@
-"""Lowering rules: softmax, and the constant masks applied before it.
+"""Lowering rules: softmax and log_softmax, and the constant masks applied before them.
 
 ``softmax(x, dim)`` normalizes groups of neurons, like a LayerNorm does:
 
@@ -40,8 +40,12 @@ aten = torch.ops.aten
 
 
 
-def lower_softmax(ctx: LoweringContext, x: Neurons, dim: int) -> Neurons:
-    """``softmax(x, dim)``: a LOGSUMEXP node per group and a SOFTMAX node per element."""
+def lower_softmax(ctx: LoweringContext, x: Neurons, dim: int, log: bool = False) -> Neurons:
+    """``softmax(x, dim)``: a LOGSUMEXP node per group and a SOFTMAX node per element.
+
+    ``log=True`` gives ``log_softmax``: SUM nodes ``x - lse`` (a SKIP edge from the element, a
+    weight -1 SKIP edge from its group's LOGSUMEXP node) instead of SOFTMAX nodes.
+    """
     if not x.shape:
         raise ctx.fail("expected an activation with at least one dim for softmax")
     dim = _check_dim(ctx, dim, len(x.shape))
@@ -52,12 +56,16 @@ def lower_softmax(ctx: LoweringContext, x: Neurons, dim: int) -> Neurons:
     group_key = group_key.view(channels.shape[:-1]).expand(members.shape[:-1])
     lse = graph.new_neurons(members.shape[:-1], layer=ctx.layer, op=NodeOp.LOGSUMEXP, channel_key=group_key,
                             pos=positional_index(group_key, members.shape[:-1]))
-    out = mirror_neurons(ctx, members.shape, [members], op=NodeOp.SOFTMAX)
+    out = mirror_neurons(ctx, members.shape, [members], op=NodeOp.SUM if log else NodeOp.SOFTMAX)
     source = ctx.source()
     graph.add_block(PairEdges(members, lse[..., None], EdgeType.NORM_STATS_IN, ctx.layer, source))
-    graph.add_block(PairEdges(members, out, EdgeType.NORM_INPUT, ctx.layer, source))
-    graph.add_block(PairEdges(lse[..., None], out, EdgeType.NORM_STATS_OUT, ctx.layer, source))
-    return Neurons(out.movedim(-1, dim))
+    if log:
+        graph.add_block(PairEdges(members, out, EdgeType.SKIP, ctx.layer, source))
+        graph.add_block(PairEdges(lse[..., None], out, EdgeType.SKIP, ctx.layer, source, weight=-1.0))
+    else:
+        graph.add_block(PairEdges(members, out, EdgeType.NORM_INPUT, ctx.layer, source))
+        graph.add_block(PairEdges(lse[..., None], out, EdgeType.NORM_STATS_OUT, ctx.layer, source))
+    return Neurons(out.movedim(-1, dim), fusable=log and x.ids.dim() > 0)
 
 
 def _check_dim(ctx: LoweringContext, dim: Any, ndim: int) -> int:
@@ -79,6 +87,19 @@ def lower_softmax_function(ctx: LoweringContext, node) -> Neurons:
 def lower_softmax_module(ctx: LoweringContext, node) -> Neurons:
     (x,) = ctx.bind(node, "input")
     return lower_softmax(ctx, ctx.neurons(x), ctx.module().dim)
+
+
+@register_lowering(F.log_softmax, torch.log_softmax, method("log_softmax"), aten.log_softmax.int,
+                   aten._log_softmax.default)
+def lower_log_softmax_function(ctx: LoweringContext, node) -> Neurons:
+    x, dim = ctx.bind(node, "input", "dim")
+    return lower_softmax(ctx, ctx.neurons(x), dim, log=True)
+
+
+@register_lowering(nn.LogSoftmax)
+def lower_log_softmax_module(ctx: LoweringContext, node) -> Neurons:
+    (x,) = ctx.bind(node, "input")
+    return lower_softmax(ctx, ctx.neurons(x), ctx.module().dim, log=True)
 
 
 # ---------------------------------------------------------------------- constant masks

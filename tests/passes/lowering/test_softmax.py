@@ -90,3 +90,24 @@ def test_a_mask_given_as_input_is_rejected():
     x, mask = torch.randn(2, 3, 4), torch.rand(2, 3, 3) > 0.5
     with pytest.raises(gmnfx.GmnfxError, match="mask"):
         gmnfx.compile(SampleMask(), (x, mask))
+
+
+class LogSoftmaxed(nn.Module):
+    def __init__(self, form: str):
+        super().__init__()
+        self.fc, self.form, self.log_softmax = nn.Linear(4, 5), form, nn.LogSoftmax(dim=-1)
+
+    def forward(self, x):
+        y = self.fc(x)
+        if self.form == "module":
+            return self.log_softmax(y)
+        return F.log_softmax(y, dim=-1) if self.form == "function" else y.log_softmax(1)
+
+
+@pytest.mark.parametrize("form", ["function", "module", "method"])
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_log_softmax_is_the_input_minus_its_group_logsumexp(form, frontend):
+    pg, _ = check_compiles(LogSoftmaxed(form), torch.randn(2, 4) * 3, frontend=frontend)
+    op = pg.node_feat[:, NodeCol.OP].long()
+    assert int((op == NodeOp.LOGSUMEXP).sum()) == 1 and int((op == NodeOp.SOFTMAX).sum()) == 0
+    assert sorted(pg.edge_weight[pg.edge_type == EdgeType.SKIP].tolist()) == [-1.0] * 5 + [1.0] * 5
