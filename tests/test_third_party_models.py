@@ -80,5 +80,5 @@ def test_convnext():
 
 
 def test_mobilenet_v2():
-    config = transformers.MobileNetV2Config(depth_multiplier=0.25, image_size=16, tf_padding=False)
+    config = transformers.MobileNetV2Config(depth_multiplier=0.25, image_size=16)  # TF "same" padding: F.pad
     check_compiles(transformers.MobileNetV2Model(config), torch.randn(2, 3, 16, 16), rtol=RTOL)
