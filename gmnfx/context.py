@@ -111,13 +111,13 @@ class LoweringContext:
             self.node.meta[META_LAYER] = self._layer
         return self._layer
 
-    def sublayer(self, suffix: str, kind: str, module_path: Optional[str] = None) -> int:
+    def sublayer(self, suffix: str, kind: str, submodule: str = "") -> int:
         """Start a new layer inside the current node (a composite rule's q/k/v projection, ...).
 
         ``ctx.layer`` returns it until the next call; the layer table lists it as
-        ``<node>.<suffix>`` of kind ``kind`` in ``module_path`` (default: the node's module).
+        ``<node>.<suffix>`` of kind ``kind`` in module ``<node's module>.<submodule>``.
         """
-        path = self.module_path if module_path is None else module_path
+        path = ".".join(p for p in (self.module_path, submodule) if p)
         self._layer = self.graph.add_layer(LayerInfo(f"{self.node.name}.{suffix}", kind, path, source_line(self.node)))
         self.node.meta.setdefault(META_LAYER, self._layer)
         return self._layer

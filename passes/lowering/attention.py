@@ -33,7 +33,7 @@ from gmnfx.schema import EdgeType
 from .linear import lower_linear
 from .matmul import lower_activation_product
 from .mirror import mirror_neurons
-from .softmax import MASK_VALUE, add_constant_bias, lower_softmax
+from .softmax import MASK_VALUE, add_constant_bias, lower_softmax, same_for_every_sample
 
 __all__ = ["lower_attention", "attention_bias", "lower_multihead_attention"]
 
@@ -72,21 +72,9 @@ def lower_attention(ctx: LoweringContext, q: torch.Tensor, k: torch.Tensor, v: t
     """
     scores = lower_activation_product(ctx, Neurons(q), Neurons(k.transpose(-1, -2)), alpha=scale)
     if bias is not None:
-        if bias.dim() > scores.ids.dim():
-            bias = _drop_leading_ones(ctx, bias, scores.ids.dim())
-        scores = add_constant_bias(ctx, scores, bias)
+        scores = add_constant_bias(ctx, scores, same_for_every_sample(ctx, bias, scores.ids.dim()))
     attn = lower_softmax(ctx, scores, -1)
     return lower_activation_product(ctx, attn, Neurons(v)), attn
-
-
-def _drop_leading_ones(ctx: LoweringContext, bias: torch.Tensor, ndim: int) -> torch.Tensor:
-    """A mask with a leading batch dim: it must be the same for every sample."""
-    while bias.dim() > ndim:
-        if not bool((bias == bias[:1]).all()):
-            raise ctx.fail("expected an attention mask that is the same for every sample (it varies along "
-                           "the batch dim); per-sample masks are data and have no graph form")
-        bias = bias[0]
-    return bias
 
 
 @register_lowering(F.scaled_dot_product_attention, aten.scaled_dot_product_attention.default)
@@ -105,11 +93,10 @@ def lower_scaled_dot_product_attention(ctx: LoweringContext, node) -> Neurons:
 
 
 # ---------------------------------------------------------------------- nn.MultiheadAttention
-def _enter(ctx: LoweringContext, prefix: str, part: str, kind: str) -> None:
-    """A sublayer named ``prefix.part``; its module path is the node's module joined with ``prefix``."""
-    name = f"{prefix}.{part}" if prefix else part
-    path = ".".join(p for p in (ctx.module_path, prefix) if p)
-    ctx.sublayer(name, kind, f"{path}.out_proj" if part == "out_proj" else path)
+def _enter(ctx: LoweringContext, prefix: str, part: str, kind: str, submodule: str = "") -> None:
+    """A sublayer named ``prefix.part`` in module ``prefix`` (``prefix.submodule`` if given)."""
+    join = lambda *names: ".".join(n for n in names if n)  # noqa: E731
+    ctx.sublayer(join(prefix, part), kind, join(prefix, submodule))
 
 
 def _rows(p: Optional[Params], start: int, stop: int) -> Optional[Params]:
@@ -155,7 +142,7 @@ def lower_multihead_attention(ctx: LoweringContext, m: nn.MultiheadAttention, qu
     out, attn = lower_attention(ctx, q, k, v, 1.0 / math.sqrt(e // heads), bias)
     merged = Neurons(out.ids.transpose(-2, -3).flatten(-2))
     out_proj = m.out_proj
-    _enter(ctx, prefix, "out_proj", "linear")
+    _enter(ctx, prefix, "out_proj", "linear", submodule="out_proj")
     result = lower_linear(ctx, merged, ctx.module_param(out_proj, "weight"), ctx.module_param(out_proj, "bias"))
     if not need_weights:
         return result, None

@@ -34,7 +34,7 @@ from .elementwise import MASK_VALUE
 from .matmul import positional_index
 from .mirror import mirror_neurons, squeeze_constant_dims
 
-__all__ = ["lower_softmax", "add_constant_bias", "MASK_VALUE"]
+__all__ = ["lower_softmax", "add_constant_bias", "same_for_every_sample", "MASK_VALUE"]
 
 aten = torch.ops.aten
 
@@ -129,17 +129,17 @@ def _constant_mask(ctx: LoweringContext, mask: Any, what: str) -> torch.Tensor:
     if isinstance(mask, Neurons) or not isinstance(mask, torch.Tensor):
         raise ctx.fail(f"expected the {what} to be a constant tensor (got {type(mask).__name__}); masks computed "
                        "from the input are data-dependent and have no graph form")
-    return _strip_batch(ctx, mask)
+    return same_for_every_sample(ctx, mask, len(ctx.out_shape()))
 
 
-def _strip_batch(ctx: LoweringContext, tensor: torch.Tensor) -> torch.Tensor:
-    """A constant with the output's full rank includes the batch dim: it must not vary along it."""
-    rank = len(ctx.out_shape()) + 1
-    if tensor.dim() == rank:
-        if not bool((tensor == tensor[:1]).all()):
-            raise ctx.fail("expected a mask that is the same for every sample (it varies along the batch dim)")
-        return tensor[0]
-    return tensor
+def same_for_every_sample(ctx: LoweringContext, mask: torch.Tensor, ndim: int) -> torch.Tensor:
+    """``mask`` without the leading (batch) dims beyond ``ndim``, which it must not vary along."""
+    while mask.dim() > ndim:
+        if not bool((mask == mask[:1]).all()):
+            raise ctx.fail("expected a mask that is the same for every sample (it varies along the batch dim); "
+                           "per-sample masks are data and have no graph form")
+        mask = mask[0]
+    return mask
 
 
 @register_lowering(method("masked_fill"), torch.masked_fill, aten.masked_fill.Scalar, method("masked_fill_"))
@@ -161,6 +161,6 @@ def lower_where(ctx: LoweringContext, node) -> Neurons:
     else:
         raise ctx.fail("torch.where is supported between one activation and a constant (got "
                        f"{type(a).__name__} and {type(b).__name__})")
-    value = _strip_batch(ctx, torch.as_tensor(value, dtype=torch.float64))
+    value = same_for_every_sample(ctx, torch.as_tensor(value, dtype=torch.float64), len(ctx.out_shape()))
     shape = torch.broadcast_shapes(replace.shape, value.shape)
     return add_constant_bias(ctx, x, value.expand(shape), replace=replace.expand(shape))

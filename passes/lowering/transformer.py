@@ -38,9 +38,9 @@ class _Builder:
     def _prefixed(self, part: str) -> str:
         return f"{self.path}.{part}" if self.path else part
 
-    def _enter(self, part: str, kind: str) -> None:
-        self.ctx.sublayer(self._prefixed(part), kind,
-                          ".".join(p for p in (self.ctx.module_path, self.path, part) if p))
+    def _enter(self, part: str, kind: str, submodule: Optional[str] = None) -> None:
+        """A sublayer named ``path.part`` in module ``path.part`` (``path.submodule`` if given)."""
+        self.ctx.sublayer(self._prefixed(part), kind, self._prefixed(part) if submodule is None else submodule)
 
     def norm(self, name: str, x: Neurons) -> Neurons:
         m = getattr(self.module, name)
@@ -66,7 +66,7 @@ class _Builder:
         return out
 
     def residual(self, x: Neurons, y: Neurons) -> Neurons:
-        self.ctx.sublayer(self._prefixed("residual"), "add", ".".join(p for p in (self.ctx.module_path, self.path) if p))
+        self._enter("residual", "add", submodule=self.path)
         return lower_add(self.ctx, x, y)
 
     def feed_forward(self, x: Neurons) -> Neurons:
