@@ -60,7 +60,7 @@ def attention_bias(ctx: LoweringContext, length: int, source_length: int, attn_m
         keep = attn_mask if mask_means_keep else ~attn_mask
         extra = torch.where(keep, 0.0, MASK_VALUE).to(torch.float64)
     else:
-        extra = torch.nan_to_num(attn_mask.to(torch.float64), neginf=MASK_VALUE)
+        extra = attn_mask.to(torch.float64)  # -inf: clamped where the bias is added
     return extra if bias is None else bias + extra
 
 

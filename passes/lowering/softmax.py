@@ -106,11 +106,12 @@ def lower_log_softmax_module(ctx: LoweringContext, node) -> Neurons:
 def add_constant_bias(ctx: LoweringContext, x: Neurons, bias: torch.Tensor, replace: torch.Tensor | None = None) -> Neurons:
     """``x + bias`` (or ``where(replace, bias, x)``) for a constant tensor broadcastable to ``x``.
 
-    ``-inf`` becomes :data:`MASK_VALUE`; zero biases get no edge. New neurons
+    Values below float32's range (``-inf``) become :data:`MASK_VALUE`; zero biases get no edge. New neurons
     mirror ``x``'s channels, so a mask never splits a channel.
     """
     shape = tuple(torch.broadcast_shapes(x.shape, tuple(bias.shape)))
-    bias = torch.nan_to_num(bias.to(torch.float64), neginf=MASK_VALUE, posinf=-MASK_VALUE).expand(shape)
+    # -inf, and sums of masks below float32's range (a causal mask plus a padding mask), become MASK_VALUE
+    bias = bias.to(torch.float64).clamp(MASK_VALUE, -MASK_VALUE).expand(shape)
     src = x.ids.expand(shape)
     graph = ctx.graph
     constant = graph.new_bias_node(ctx.layer)

@@ -219,3 +219,20 @@ def test_multihead_attention_as_the_whole_model_returns_its_tuple():
     pg, _ = check_compiles(nn.MultiheadAttention(8, 2, batch_first=True), (torch.randn(2, 5, 8),) * 3)
     assert len(pg.output_shapes) == 2  # the output and the head-averaged attention weights
 
+
+
+def test_overlapping_masks_keep_edge_weights_finite():
+    """A float mask at finfo.min plus a padding mask sums below float32's range: still a finite edge."""
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.register_buffer("mask", torch.triu(torch.full((5, 5), torch.finfo(torch.float32).min), 1))
+            self.register_buffer("padding", torch.tensor([[False, False, False, False, True]] * 2))
+
+        def forward(self, x):
+            return self.attn(x, x, x, attn_mask=self.mask, key_padding_mask=self.padding, need_weights=False)[0]
+
+    pg, cg = check_compiles(Masked(), torch.randn(2, 5, 8), torch.randn(2, 5, 8))
+    for g in (pg, cg):
+        assert bool(torch.isfinite(g.edge_weight).all())
