@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from gmnfx.context import LoweringContext
 from gmnfx.edge_blocks import PADDING_MODES, BlockAttrs, CollapseContext, EdgeColumns, combine_index_keys
-from gmnfx.ir import Neurons, Params
+from gmnfx.ir import Neurons
 from gmnfx.registry import register_lowering
 from gmnfx.schema import EdgeType, NodeOp, NodeType
 

@@ -30,11 +30,11 @@ from gmnfx.ir import Neurons, Params
 from gmnfx.registry import method, register_lowering
 from gmnfx.schema import EdgeType, NodeOp
 
-from .elementwise import lower_add
+from .elementwise import lower_add, lower_mul
 from .linear import lower_linear
-from .mirror import squeeze_constant_dims
+from .mirror import positional_index, squeeze_constant_dims
 
-__all__ = ["lower_matmul", "lower_activation_product", "positional_index"]
+__all__ = ["lower_matmul", "lower_activation_product"]
 
 aten = torch.ops.aten
 
@@ -62,11 +62,7 @@ def lower_matmul(ctx: LoweringContext, a: Any, b: Any, alpha: float = 1.0) -> Ne
 
 
 def _scaled(ctx: LoweringContext, x: Neurons, alpha: float) -> Neurons:
-    if alpha == 1.0:
-        return x
-    from .elementwise import lower_mul
-
-    return lower_mul(ctx, x, float(alpha))
+    return x if alpha == 1.0 else lower_mul(ctx, x, float(alpha))
 
 
 def lower_activation_product(ctx: LoweringContext, a: Neurons, b: Neurons, alpha: float = 1.0) -> Neurons:
@@ -121,24 +117,6 @@ def _row_key(term_key: torch.Tensor, shape) -> torch.Tensor:
     return key.view(reduced.shape[:-1])
 
 
-def positional_index(key: torch.Tensor, shape) -> torch.Tensor:
-    """Positions ``[*shape, 3]`` of new neurons: their index along the dims their channel does not depend on.
-
-    ``key`` is the (broadcastable) channel key; a dim where it has size 1 but
-    ``shape`` does not is a position (a token), any other dim is part of the
-    channel (a head, a feature) and is not recorded. Right-aligned into 3 columns.
-    """
-    shape = tuple(shape)
-    key = squeeze_constant_dims(key.reshape((1,) * (len(shape) - key.dim()) + tuple(key.shape)))
-    dims = [d for d in range(len(shape)) if shape[d] > 1 and key.shape[d] == 1][-3:]
-    pos = torch.zeros(*shape, 3, dtype=torch.long)
-    for column, dim in zip(range(3 - len(dims), 3), dims):
-        view = [1] * len(shape)
-        view[dim] = shape[dim]
-        pos[..., column] = torch.arange(shape[dim]).view(view)
-    return pos
-
-
 # ---------------------------------------------------------------------- registered ops
 @register_lowering(torch.matmul, operator.matmul, torch.mm, torch.bmm, method("matmul"), method("mm"),
                    method("bmm"), method("__matmul__"), aten.matmul.default, aten.mm.default, aten.bmm.default)
@@ -154,9 +132,9 @@ def lower_baddbmm(ctx: LoweringContext, node) -> Neurons:
     product = lower_matmul(ctx, b1, b2, float(alpha))
     if float(beta) == 0.0:
         return product
-    if isinstance(base, torch.Tensor) or isinstance(base, (int, float)):
+    if isinstance(base, (Neurons, Params)):
+        if float(beta) != 1.0:
+            raise ctx.fail(f"baddbmm with beta={beta} on an activation or parameter input is not supported")
+    else:
         base = torch.as_tensor(base) * float(beta)
-        return lower_add(ctx, product, base)
-    if float(beta) != 1.0:
-        raise ctx.fail(f"baddbmm with beta={beta} on an activation or parameter input is not supported")
     return lower_add(ctx, product, base)

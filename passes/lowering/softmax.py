@@ -31,8 +31,7 @@ from gmnfx.registry import method, register_lowering
 from gmnfx.schema import EdgeType, NodeOp
 
 from .elementwise import MASK_VALUE
-from .matmul import positional_index
-from .mirror import mirror_neurons, squeeze_constant_dims
+from .mirror import mirror_neurons, positional_index, squeeze_constant_dims
 
 __all__ = ["lower_softmax", "add_constant_bias", "same_for_every_sample", "MASK_VALUE"]
 
