@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from gmnfx.errors import GmnfxError, InputShapeError
 
-__all__ = ["flat_parameters", "write_parameters", "ParamTable", "ParamEntry"]
+__all__ = ["flat_parameters", "write_parameters", "check_model_matches", "ParamTable", "ParamEntry"]
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
@@ -91,6 +91,20 @@ class ParamTable:
         return [[e.name, list(e.shape)] for e in self.entries]
 
 
+def check_model_matches(model: nn.Module, graph, what: str) -> None:
+    """Raise a GmnfxError naming the first parameter whose name or shape differs from the graph's model."""
+    expected = graph.param_signature
+    actual = ParamTable(model).signature()
+    if expected and actual != expected:
+        mismatch = next((i for i, (a, b) in enumerate(zip(actual, expected)) if a != b), min(len(actual), len(expected)))
+        got = actual[mismatch] if mismatch < len(actual) else "nothing"
+        want = expected[mismatch] if mismatch < len(expected) else "nothing"
+        raise GmnfxError(
+            f"{what}: the model does not match the graph: parameter #{mismatch} is {got} "
+            f"but the graph was compiled from a model with {want}"
+        )
+
+
 @torch.no_grad()
 def write_parameters(model: nn.Module, graph, edge_values: torch.Tensor) -> nn.Module:
     """Write one value per edge of ``graph`` back into ``model``'s parameters, in place.
@@ -107,16 +121,7 @@ def write_parameters(model: nn.Module, graph, edge_values: torch.Tensor) -> nn.M
     edge_values = torch.as_tensor(edge_values)
     if edge_values.shape != (graph.num_edges,):
         raise InputShapeError(f"write_parameters: expected edge_values of shape ({graph.num_edges},) (got {tuple(edge_values.shape)})")
-    expected = graph.param_signature
-    actual = ParamTable(model).signature()
-    if expected and actual != expected:
-        mismatch = next((i for i, (a, b) in enumerate(zip(actual, expected)) if a != b), min(len(actual), len(expected)))
-        got = actual[mismatch] if mismatch < len(actual) else "nothing"
-        want = expected[mismatch] if mismatch < len(expected) else "nothing"
-        raise GmnfxError(
-            f"write_parameters: the model does not match the graph: parameter #{mismatch} is {got} "
-            f"but the graph was compiled from a model with {want}"
-        )
+    check_model_matches(model, graph, "write_parameters")
     flat = flat_parameters(model).to("cpu", torch.float64)
     mask = graph.edge_param >= 0
     index = graph.edge_param[mask]
