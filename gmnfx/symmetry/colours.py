@@ -50,17 +50,40 @@ def ranks(x: torch.Tensor) -> torch.Tensor:
     """Dense ranks of the values of a 1-d tensor (equal values, equal ranks; order kept)."""
     if x.numel() == 0:
         return x.long()
+    if not x.dtype.is_floating_point:
+        low, high = int(x.min()), int(x.max())
+        if high - low < 4 * x.numel() + 1024:  # small range: a presence table instead of a sort
+            present = torch.zeros(high - low + 1, dtype=torch.bool)
+            present[x - low] = True
+            return (torch.cumsum(present, 0) - 1)[x - low]
     return torch.unique(x, return_inverse=True)[1]
 
 
 def combine(*columns: torch.Tensor) -> torch.Tensor:
-    """Dense ranks of the rows ``(columns[0][i], columns[1][i], ...)`` in lexicographic order (exact)."""
-    key = ranks(columns[0])
-    for column in columns[1:]:
-        column = ranks(column)
-        width = int(column.max()) + 1 if column.numel() else 1
-        key = ranks(key * width + column)
-    return key
+    """Dense ranks of the rows ``(columns[0][i], columns[1][i], ...)`` in lexicographic order (exact).
+
+    Integer columns with a small range are packed into one int64 key directly; a
+    key about to overflow, and float columns, are first reduced to dense ranks.
+    """
+    limit = 1 << 62
+    key, key_width = None, 1
+    for column in columns:
+        if column.dtype.is_floating_point or column.numel() == 0:
+            column = ranks(column)
+        low = int(column.min()) if column.numel() else 0
+        width = int(column.max()) - low + 1 if column.numel() else 1
+        if width >= limit:
+            column = ranks(column)
+            low, width = 0, int(column.max()) + 1
+        if key is None:
+            key, key_width = column - low, width
+            continue
+        if key_width * width >= limit:
+            key = ranks(key)
+            key_width = int(key.max()) + 1
+        key = key * width + (column - low)
+        key_width *= width
+    return ranks(key)
 
 
 def node_colours(graph) -> torch.Tensor:
@@ -78,8 +101,12 @@ def edge_colours(graph) -> torch.Tensor:
         return torch.empty(0, dtype=torch.long)
     block_colour = combine(*graph.block_attrs.double().unbind(1))[graph.edge_block]
     fixed = (graph.edge_param < 0) & (graph.edge_type != EdgeType.TIED)
-    value = torch.where(fixed, graph.edge_weight.double(), torch.zeros((), dtype=torch.float64))
-    return combine(graph.edge_type, block_colour, *graph.edge_pos.unbind(1), fixed.long(), value)
+    value = torch.zeros(graph.num_edges, dtype=torch.long)
+    value[fixed] = ranks(graph.edge_weight[fixed].double()) + 1  # fixed weights are structure; parameters are not
+    pos = graph.edge_pos
+    if torch.equal(pos, pos.round()):  # integer offsets (always, today): pack them instead of sorting floats
+        pos = pos.long()
+    return combine(graph.edge_type, block_colour, *pos.unbind(1), value)
 
 
 def coloured_graph(graph) -> ColouredGraph:
@@ -114,7 +141,7 @@ def coloured_graph(graph) -> ColouredGraph:
         kind = torch.where(loop, torch.full_like(kind, _LOOP), kind)
         num_nodes += markers.numel()
     colour = ranks(colour)
-    edge_colour = combine(kind, base) if kind.numel() else kind
+    edge_colour = combine(kind, base) if bool((kind != _REAL).any()) else base
     src, dst, edge_colour = _fold_multi_edges(src, dst, edge_colour, num_nodes)
     return ColouredGraph(num_nodes, graph.num_nodes, colour, src, dst, edge_colour)
 
@@ -124,11 +151,20 @@ def _fold_multi_edges(src, dst, ecol, num_nodes: int):
     if src.numel() == 0:
         return src, dst, ecol
     width = int(ecol.max()) + 1
-    key = (src * num_nodes + dst) * width + ecol
-    unique, counts = torch.unique(key, return_counts=True)
-    ecol_u = unique % width
-    pair = unique // width
-    return pair // num_nodes, pair % num_nodes, combine(ecol_u, counts)
+    if num_nodes * num_nodes * width < 1 << 62:
+        key = (src * num_nodes + dst) * width + ecol
+    else:
+        key = combine(src, dst, ecol)
+    sorted_key = torch.sort(key).values
+    if not bool((sorted_key[1:] == sorted_key[:-1]).any()):
+        return src, dst, ecol  # no parallel edges of one colour: nothing to fold
+    first = torch.ones_like(key, dtype=torch.bool)
+    order = torch.argsort(key, stable=True)
+    first[1:] = sorted_key[1:] != sorted_key[:-1]
+    group = torch.cumsum(first, 0) - 1
+    counts = torch.bincount(group)
+    keep = order[first]
+    return src[keep], dst[keep], combine(ecol[keep], counts)
 
 
 def _is_bijection(block: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,4 @@
-"""Reusable checks for lowering rules: what every rule must satisfy.
-
-``check_compiles(model, example, second_input)`` compiles both graphs and
-asserts exact parameter coverage and values, DAG-ness, the write-back round
-trip, and ``simulate == forward`` on a different input. Use it in the tests
-of any lowering rule you add.
-"""
+"""``check_compiles``: everything a lowering rule must satisfy, asserted on one model."""
 from __future__ import annotations
 
 import copy
