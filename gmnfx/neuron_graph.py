@@ -182,11 +182,14 @@ class NeuronGraph:
                         channel_dim: Optional[int]) -> torch.Tensor:
         """Neurons of ``shape`` joining the existing channels ``channel`` (their ``size`` grows)."""
         n = math.prod(shape)
-        channel = torch.as_tensor(channel, dtype=_LONG).expand(shape).reshape(-1)
+        channel = torch.as_tensor(channel, dtype=_LONG).expand(shape)
+        if pos is None and channel_dim is None:  # positions: the dims the channel ids do not vary along
+            pos = _positions_off_channel(channel)
+        channel = channel.reshape(-1)
         if n and (int(channel.min()) < 0 or int(channel.max()) >= self.num_channels):
             raise ValueError(f"new_neurons: channel ids must be existing channels [0, {self.num_channels})")
         if pos is None:
-            pos = _default_positions(shape, None if channel_dim is None else channel_dim % len(shape))
+            pos = _default_positions(shape, channel_dim % len(shape))
         pos = pos.reshape(n, 3)
         self.channels.column("size").index_add_(0, channel, torch.ones(n, dtype=_LONG))
         start = self.neurons.append(n, channel=channel, pos_0=pos[:, 0], pos_1=pos[:, 1], pos_2=pos[:, 2],
@@ -282,6 +285,19 @@ def _dense_key(key: torch.Tensor) -> tuple[torch.Tensor, int]:
             small = small.narrow(d, 0, 1)
     uniq, local = torch.unique(small.reshape(-1), return_inverse=True)
     return local.view(small.shape).expand(key.shape).reshape(-1), uniq.numel()
+
+
+def _positions_off_channel(channel: torch.Tensor) -> torch.Tensor:
+    """Positions of neurons with per-element ``channel`` ids: their index along the dims the ids are constant on."""
+    shape = tuple(channel.shape)
+    pos = torch.zeros(*shape, 3, dtype=_LONG)
+    dims = [d for d in range(len(shape))
+            if shape[d] > 1 and bool((channel == channel.narrow(d, 0, 1)).all())][-3:]
+    for column, dim in zip(range(3 - len(dims), 3), dims):
+        view = [1] * len(shape)
+        view[dim] = shape[dim]
+        pos[..., column] = torch.arange(shape[dim]).view(view)
+    return pos
 
 
 def _default_positions(shape: tuple[int, ...], channel_dim: Optional[int]) -> torch.Tensor:

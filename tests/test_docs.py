@@ -9,6 +9,7 @@ import pytest
 
 import gmnfx.api
 import gmnfx.params
+import gmnfx.symmetry.group
 
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
@@ -29,7 +30,7 @@ def test_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
             registry._LOWERINGS.pop(target)
 
 
-@pytest.mark.parametrize("module", [gmnfx.api, gmnfx.params])
+@pytest.mark.parametrize("module", [gmnfx.api, gmnfx.params, gmnfx.symmetry.group])
 def test_docstring_examples(module):
     result = doctest.testmod(module, extraglobs={"nn": __import__("torch").nn}, verbose=False)
     assert result.attempted > 0 and result.failed == 0

@@ -73,6 +73,7 @@ def group_order(graph) -> int:
     """Exact order of the graph's symmetry group (a Python int; h1!...hk! for an MLP).
 
     Example:
+        >>> import gmnfx, torch, torch.nn as nn
         >>> g = gmnfx.compile(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), torch.randn(1, 3))
         >>> group_order(g)
         24
