@@ -16,7 +16,10 @@ network input. The graph:
   mode (``zeros``, or ``border`` as ``replicate``);
 * COORD edges from each coordinate to the sampling neurons of its point, one
   per axis, the axis one-hot in ``pos_*`` (x -> ``pos_2``, y -> ``pos_1``,
-  z -> ``pos_0``, as the grid's dims are right-aligned). Their weight is the
+  z -> ``pos_0``, as the grid's dims are right-aligned); in the parameter graph,
+  where a channel's points share one node, a coordinate channel that gives its
+  axis at only some points has the one-hot scaled by the point's row-major index
+  plus two, so each coordinate stays paired with its point. Their weight is the
   number of cells per unit of normalized coordinate (``size / 2``, or
   ``(size - 1) / 2`` with ``align_corners=True``), so a sampling node reads the
   point ``u = (size - 1) / 2 + weight * coordinate`` in cell units. Their
@@ -116,14 +119,31 @@ class CoordEdges:
                            _one_hot_axes(self.coords.shape[1])[axis])
 
     def parameter_edges(self, ctx: CollapseContext) -> EdgeColumns:
-        """One edge per (coordinate channel, sampling channel, axis)."""
+        """One edge per (coordinate channel, sampling channel, axis, and point where needed).
+
+        A channel's sampling points share one node here. When one coordinate channel
+        gives an axis at every point (an input of points, a position-wise layer), it is
+        that axis's only source. Otherwise (coordinates computed as features,
+        ``Linear(..., points * 2)``) ``pos`` is the axis one-hot times ``point + 2``
+        (points in row-major order), or the x of one point and the x of another would
+        look interchangeable: a symmetry the function does not have.
+        """
         src, dst, axis = self._flat()
+        num_points, num_axes = self.coords.shape
+        point = torch.arange(num_points)[None, :, None].expand(self.dst.shape[0], num_points, num_axes).reshape(-1)
         src_ch, dst_ch = ctx.channel[src], ctx.channel[dst]
-        group = combine_index_keys([src_ch, dst_ch, axis])
+        pairs = combine_index_keys([src_ch, dst_ch, axis])  # a channel giving this axis at every point is its only source
+        pair_point = combine_index_keys([pairs, point])
+        pair_of = torch.empty(int(pair_point.max()) + 1 if pair_point.numel() else 0, dtype=torch.long)
+        pair_of[pair_point] = pairs
+        points_per_pair = torch.bincount(pair_of, minlength=int(pairs.max()) + 1 if pairs.numel() else 0)
+        scale = torch.where(points_per_pair[pairs] == num_points, torch.ones_like(point), point + 2)
+        group = combine_index_keys([src_ch, dst_ch, scale, axis])
         first = torch.full((int(group.max()) + 1 if group.numel() else 0,), group.numel(), dtype=torch.long)
         first = first.scatter_reduce_(0, group, torch.arange(group.numel()), reduce="amin").sort().values
+        pos = _one_hot_axes(num_axes)[axis[first]] * scale[first, None].float()
         return EdgeColumns(src_ch[first], dst_ch[first], torch.full((first.numel(),), -1, dtype=torch.long),
-                           self.scale.float()[axis[first]], _one_hot_axes(self.coords.shape[1])[axis[first]])
+                           self.scale.float()[axis[first]], pos)
 
 
 def _grid_values(ctx: LoweringContext, values: Any) -> torch.Tensor:

@@ -303,3 +303,29 @@ def test_points_that_do_not_depend_on_the_input_are_refused():
     with pytest.raises(gmnfx.GmnfxError, match=r"expected the sample points \(grid_sample's grid\) to be an "
                                                r"activation of the network"):
         gmnfx.compile(ConstantPoints(), torch.randn(2, 2))
+
+
+class PointsFromFeatures(nn.Module):
+    """Two sample points whose coordinates are features of one Linear: x of point 0 is not x of point 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.to_points = nn.Linear(3, 4)
+        self.grid = nn.Parameter(torch.randn(1, 1, 2, 2))
+        self.head = nn.Linear(2, 2)
+
+    def forward(self, x):
+        p = torch.tanh(self.to_points(x)).view(x.shape[0], 2, 1, 2)
+        return self.head(F.grid_sample(self.grid.expand(x.shape[0], -1, -1, -1), p, align_corners=False).flatten(1))
+
+
+def test_coordinates_computed_as_features_stay_paired_with_their_point():
+    from gmnfx.symmetry import group_order
+    from gmnfx.testing import assert_symmetries_preserve_function, brute_force_group_order
+
+    model = PointsFromFeatures().eval()
+    graph = gmnfx.compile(model, torch.randn(1, 3))
+    coord = graph.edge_pos[graph.edge_type == EdgeType.COORD]
+    assert sorted(coord.max(1).values.tolist()) == [2.0, 2.0, 3.0, 3.0]  # point index + 2, per axis
+    assert group_order(graph) == brute_force_group_order(graph) == 1
+    assert_symmetries_preserve_function(model, torch.randn(2, 3))
