@@ -2,18 +2,14 @@
 from __future__ import annotations
 
 from hypothesis import given, note
-from hypothesis import strategies as st
 
 from gmnfx.testing import check_compiles
 
-from strategies import conv_architectures, mlp_architectures, residual_cnn_architectures, sequence_architectures
-from strategies import attention_architectures, deepsets_architectures, grid_sample_architectures
+from strategies import any_architecture
 
 
-@given(arch=st.one_of(mlp_architectures(), conv_architectures(), residual_cnn_architectures(), sequence_architectures(),
-                      deepsets_architectures(), grid_sample_architectures(),
-                      attention_architectures()))
+@given(arch=any_architecture())
 def test_compile_is_exact_and_simulate_matches_forward(arch):
     note(arch.description)
-    pg, cg = check_compiles(arch.model, arch.example, arch.second)
+    pg, cg = check_compiles(arch.model, arch.example, arch.second, rtol=arch.rtol)
     note(pg.summary())
