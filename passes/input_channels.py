@@ -66,7 +66,8 @@ def input_channels(ctx: LoweringContext, node: fx.Node, shape: tuple[int, ...]) 
     view[axis] = -1
     channel_of_position = torch.arange(probe.shape[axis]).view(view).expand(probe.shape)
     key = torch.full((math.prod(shape),), -1, dtype=torch.long)
-    key[probe.reshape(-1)] = channel_of_position.reshape(-1)
+    from_input = probe >= 0  # positions holding a class token or another constant read no input element
+    key[probe[from_input]] = channel_of_position[from_input]
     unread = key < 0  # elements the layer never reads: one node per index along the same input dim
     key[unread] = int(key.max()) + 1 + torch.unique(_index_along(shape, axis)[unread], return_inverse=True)[1]
     key = key.view(shape)
@@ -139,10 +140,12 @@ def _probe(ctx: LoweringContext, node: fx.Node, fed: fx.Node, shape: tuple[int, 
                 elif current in passed:
                     interpreter.env[current] = interpreter.env[passed[current]]
                 elif isinstance(current.meta.get(META_VALUE), Constant):
-                    interpreter.env[current] = current.meta[META_VALUE].value
+                    interpreter.env[current] = _not_an_element(current.meta[META_VALUE].value)
                 elif current.op == "placeholder":
                     info = current.meta[META_TENSOR]
                     interpreter.env[current] = torch.zeros(info.shape, dtype=torch.float64)
+                elif current.op == "get_attr":
+                    interpreter.env[current] = _not_an_element(interpreter.run_node(current))
                 else:
                     interpreter.env[current] = interpreter.run_node(current)
     except Exception:  # noqa: BLE001 - fall back to the simple rule
@@ -150,9 +153,17 @@ def _probe(ctx: LoweringContext, node: fx.Node, fed: fx.Node, shape: tuple[int, 
     value = interpreter.env.get(fed)
     if not isinstance(value, torch.Tensor) or value.dim() == 0:
         return None
+    value = torch.nan_to_num(value.double(), nan=-1.0)  # -1: a parameter or constant, no input element
     if value.shape[0] != ctx.batch_size and value.shape[0] % ctx.batch_size == 0:
         return value[: value.shape[0] // ctx.batch_size].round().long()  # batch merged into dim 0 (view(-1, D))
     return value[0].round().long()
+
+
+def _not_an_element(value):
+    """A parameter's or constant's values in the probe: NaN, which no input element index equals."""
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return torch.full(value.shape, float("nan"), dtype=torch.float64)
+    return value
 
 
 def _ancestors(node: fx.Node) -> set:

@@ -54,7 +54,9 @@ _BOOKKEEPING_ATEN = (aten.view.default, aten.reshape.default, aten._unsafe_view.
                      aten.split_with_sizes.default, aten.chunk.default, aten.unbind.int, aten.slice.Tensor,
                      aten.select.int, aten.narrow.default, aten.contiguous.default, aten.unflatten.int,
                      aten.movedim.int, aten.roll.default, aten.flip.default, aten.lift_fresh_copy.default,
-                     aten.index.Tensor, aten.index_select.default, aten.gather.default)
+                     aten.index.Tensor, aten.index_select.default, aten.gather.default,
+                     aten.numpy_T.default, aten.mT.default)
+_TRANSPOSE_ATTRIBUTES = ("T", "mT")
 _META_BATCH_TWO = "gmnfx.sizes_at_batch_two"  # graph_module.meta: node -> its tensor-free value on 2 samples
 _INDEXING = {operator.getitem, torch.index_select, torch.gather, aten.index.Tensor, aten.index_select.default,
              aten.gather.default, "index_select", "gather"}
@@ -274,5 +276,8 @@ def lower_metadata(ctx: LoweringContext, node) -> Any:
                 raise ctx.fail("the indices of x.max(dim) are data-dependent (an argmax); gmnfx graphs can use "
                                "only its values")
             return value[attr == "indices"]  # a (values, indices) result such as x.max(dim)
-        raise ctx.fail(f"attribute '.{attr}' of an activation is not supported")
+        if attr in _TRANSPOSE_ATTRIBUTES and isinstance(value, Params):
+            return Params(getattr(value.index, attr), value.name)  # W.T, W.mT: a view of the parameter
+        what = "a parameter" if isinstance(value, Params) else "an activation"
+        raise ctx.fail(f"attribute '.{attr}' of {what} is not supported")
     raise ctx.fail(f"unexpected metadata op {target}")

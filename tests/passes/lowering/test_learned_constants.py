@@ -234,3 +234,29 @@ def test_buffers_are_constants_never_parameters(frontend):
     masked = (pg.edge_param < 0) & (pg.edge_type == EdgeType.SKIP)
     expected = model.mask.tolist() + [1.0] * D  # the mask's weights, then the residual add's weight-1 edges
     assert sorted(pg.edge_weight[masked].tolist()) == sorted(expected)
+
+
+class TokensOnRawInput(nn.Module):
+    """A class token before, and register tokens after, the network's own input tokens (no layer in between)."""
+
+    def __init__(self, dim: int, registers: int):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(1, 1, dim))
+        self.registers = nn.Parameter(torch.randn(1, registers, dim))
+        self.fc = nn.Linear(dim, 2)
+
+    def forward(self, x):
+        b = x.shape[0]
+        return self.fc(torch.cat([self.cls.expand(b, -1, -1), x, self.registers.expand(b, -1, -1)], dim=1))
+
+
+@pytest.mark.parametrize("dim,registers", [(1, 1), (3, 2)])
+def test_tokens_joining_the_raw_input_are_not_read_as_input_elements(dim, registers):
+    from gmnfx.testing import assert_symmetries_preserve_function
+
+    model = TokensOnRawInput(dim, registers).eval()
+    with torch.no_grad():
+        model.cls.fill_(1.54)  # a value that once read as "input element 2"
+    pg, _ = check_compiles(model, torch.zeros(2, 2, dim))
+    assert int((pg.node_type == NodeType.INPUT).sum()) == dim  # the input's features, positions collapsed
+    assert_symmetries_preserve_function(model, torch.randn(2, 2, dim))

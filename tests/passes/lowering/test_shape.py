@@ -181,3 +181,21 @@ def test_indexing_with_input_dependent_positions_is_rejected():
 
     with pytest.raises(gmnfx.LoweringError, match="data-dependent"):
         gmnfx.compile(ArgmaxIndex())
+
+
+class TransposedAttribute(nn.Module):
+    """A weight stored [in, out] and used through ``.T`` / ``.mT``."""
+
+    def __init__(self, attr: str):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3))
+        self.attr = attr
+
+    def forward(self, x):
+        return F.linear(x, getattr(self.weight, self.attr))
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+@pytest.mark.parametrize("attr", ["T", "mT"])
+def test_transpose_attributes_of_a_parameter_are_views_of_it(attr, frontend):
+    check_compiles(TransposedAttribute(attr), torch.randn(2, 4), frontend=frontend)
