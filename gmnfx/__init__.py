@@ -6,6 +6,7 @@ Public API::
     cgraph = gmnfx.compile(model, example_inputs, graph="computation")
     gmnfx.simulate(cgraph, x)                                        # == model(x)
     gmnfx.write_parameters(model, graph, new_edge_values)            # round trip
+    gmnfx.symmetry.group_order(graph), gmnfx.symmetry.sample(graph)  # the graph's symmetries
 """
 from gmnfx.api import compile
 from gmnfx.errors import (
@@ -24,11 +25,12 @@ from gmnfx.graphs import ComputationGraph, ParameterGraph, load_graph
 from gmnfx.params import flat_parameters, write_parameters
 from gmnfx.registry import method, register_lowering
 from gmnfx.simulate import simulate
+from gmnfx import symmetry  # noqa: E402  (after the modules it builds on)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "compile", "simulate", "flat_parameters", "write_parameters", "load_graph",
+    "compile", "simulate", "flat_parameters", "write_parameters", "load_graph", "symmetry",
     "ParameterGraph", "ComputationGraph", "register_lowering", "method",
     "GmnfxError", "UntraceableModuleError", "UnsupportedOpError", "LoweringError",
     "ParameterPlacementError", "MissingExampleInputsError", "InputShapeError",

@@ -123,7 +123,7 @@ class Decomposer:
         """The symmetry structure of the graph on nodes ``0..len(label)-1`` coloured by ``label``."""
         m = label.numel()
         src, dst, ecol, removed = self._drop_complete_relations(label, src, dst, ecol)
-        if m and int(torch.bincount(label).max()) == 1:
+        if m == 0 or int(torch.bincount(label).max()) == 1:  # all colours distinct: only the identity
             return Part("rigid", self.intern(("R", removed, tuple(label.tolist()))), 1, torch.argsort(label))
         comp = _components(m, src, dst)
         num_comps = int(comp.max()) + 1 if m else 0
