@@ -1,0 +1,167 @@
+"""The GMN layer: the paper's edge-and-node update, written so its first linear maps run per node.
+
+.. math::
+    e_{ij} &\\leftarrow \\mathrm{MLP}_e([x_i, x_j, e_{ij}]) \\\\
+    x_i &\\leftarrow \\mathrm{MLP}_2\\big([x_i,\\ \\mathrm{AGG}_{j \\to i}\\, \\sigma(W_{in}[x_j, e_{ji}]),\\
+          \\mathrm{AGG}_{i \\to j}\\, \\sigma(W_{out}[x_j, e_{ij}])]\\big)
+
+Messages flow both ways along every edge (into a neuron from the layer before it, and back from the layer
+after it), with separate weights per direction. The first linear map of an MLP on ``[x_i, x_j, e]`` splits into
+``A x_i + B x_j + C e``: ``A x`` and ``B x`` are computed once per node and gathered per edge by the fused
+``gather_add_act`` kernel. A message MLP's second linear map commutes with sum and mean, so it is folded into
+``MLP_2``'s first layer and the messages are reduced straight out of ``gather_act_reduce`` without an
+[E, hidden] message tensor.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from gmnfx.kernels import gather_act_reduce, gather_add_act, segment_reduce
+from gmnfx.nn.chunks import EdgeChunk, run_edge_chunks
+from gmnfx.nn.plan import MessagePlan, message_plan
+
+__all__ = ["GMNLayer", "AGGREGATIONS", "ACTIVATIONS"]
+
+AGGREGATIONS = ("mean", "sum", "max", "pna")
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
+
+
+def _mlp(in_dim: int, hidden_dim: int, out_dim: int, activation: str) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), ACTIVATIONS[activation](), nn.Linear(hidden_dim, out_dim))
+
+
+class GMNLayer(nn.Module):
+    """One message-passing layer with edge updates (see the module docstring for the math).
+
+    Args:
+        hidden_dim: width of node, edge (and global) features.
+        aggregation: "mean" (default), "sum", "max", or "pna" (mean and max, each also scaled by
+            log(1 + degree) and its inverse, as in PNA).
+        activation: "relu" (default) or "silu".
+        global_feature: keep a per-graph feature ``u`` that enters every node update and is updated from the
+            means of the new node and edge features: ``u <- MLP_u([u, mean x, mean e])``.
+        residual: pre-norm residual updates, ``x <- x + f(LayerNorm(x))`` (likewise for edges and ``u``).
+
+    Shapes:
+        x [N, hidden], edge_index [2, E], edge_attr [E, hidden], u [G, hidden] -> (x, edge_attr[, u]).
+
+    Example (plain PyG-style tensors)::
+
+        layer = GMNLayer(32)
+        x, e = layer(torch.randn(5, 32), torch.tensor([[0, 1, 2], [3, 3, 4]]), torch.randn(3, 32))
+    """
+
+    def __init__(self, hidden_dim: int, aggregation: str = "mean", activation: str = "relu", *,
+                 global_feature: bool = False, residual: bool = False) -> None:
+        super().__init__()
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS} (got {aggregation!r})")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)} (got {activation!r})")
+        h = hidden_dim
+        self.hidden_dim, self.aggregation, self.activation = h, aggregation, activation
+        self.global_feature, self.residual = global_feature, residual
+        self.edge_src, self.edge_dst = nn.Linear(h, h, bias=False), nn.Linear(h, h, bias=False)
+        self.edge_self, self.edge_out = nn.Linear(h, h), nn.Linear(h, h)
+        self.in_node, self.in_edge = nn.Linear(h, h, bias=False), nn.Linear(h, h)
+        self.out_node, self.out_edge = nn.Linear(h, h, bias=False), nn.Linear(h, h)
+        width = 6 if aggregation == "pna" else 1
+        self.node_mlp = _mlp((1 + 2 * width) * h, h, h, activation)
+        self.global_in = nn.Linear(h, h, bias=False) if global_feature else None
+        self.global_mlp = _mlp(3 * h, h, h, activation) if global_feature else None
+        self.norm_x = nn.LayerNorm(h) if residual else None
+        self.norm_e = nn.LayerNorm(h) if residual else None
+        self.norm_u = nn.LayerNorm(h) if residual and global_feature else None
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return (f"hidden_dim={self.hidden_dim}, aggregation={self.aggregation!r}, activation={self.activation!r}, "
+                f"global_feature={self.global_feature}, residual={self.residual}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor,
+                u: Optional[torch.Tensor] = None, *, batch: Optional[torch.Tensor] = None,
+                plan: Optional[MessagePlan] = None):
+        """Update node and edge features (and ``u`` when the layer has a global feature).
+
+        Args:
+            batch: graph id per node (PyG's batch vector), for the global feature; None: one graph.
+            plan: a precomputed :func:`~gmnfx.nn.plan.message_plan` (the GMN builds one per forward and
+                shares it between layers); built here when None.
+        """
+        if plan is None:
+            plan = message_plan(edge_index, x.shape[0], node_graph=batch,
+                                num_graphs=None if u is None else u.shape[0])
+        self._check_inputs(x, edge_attr, u, plan)
+        x_in = self.norm_x(x) if self.residual else x
+        if self.global_feature:
+            x_in = x_in + self.global_in(self.norm_u(u) if self.residual else u)[plan.node_graph]
+        edge_params = [*self._params(self.edge_src, self.edge_dst, self.edge_self, self.edge_out, self.in_edge),
+                       *self._params(self.norm_e)]
+        node_inputs = [self.edge_src(x_in), self.edge_dst(x_in), self.in_node(x_in)]
+        e_new, agg_in = run_edge_chunks(lambda c, e, n: self._edge_pass(plan, c, e[0], *n), plan.in_chunks,
+                                        [edge_attr], node_inputs, edge_params, plan.num_edges)
+        agg_out = run_edge_chunks(lambda c, e, n: (None, self._out_pass(plan, c, e[0], n[0])), plan.out_chunks,
+                                  [e_new], [self.out_node(x_in)], self._params(self.out_edge), plan.num_edges)[1]
+        x_new = self.node_mlp(torch.cat([x_in, self._pna(agg_in, plan.in_degree),
+                                         self._pna(agg_out, plan.out_degree)], dim=1))
+        x_new = x + x_new if self.residual else x_new
+        if not self.global_feature:
+            return x_new, e_new
+        means = [segment_reduce(x_new, plan.node_groups.rowptr, plan.node_groups.perm, "mean"),
+                 segment_reduce(e_new, plan.edge_groups.rowptr, plan.edge_groups.perm, "mean")]
+        u_in = self.norm_u(u) if self.residual else u
+        u_new = self.global_mlp(torch.cat([u_in, *means], dim=1))
+        return x_new, e_new, (u + u_new if self.residual else u_new)
+
+    # ------------------------------------------------------------------ per-chunk work
+    def _edge_pass(self, plan: MessagePlan, chunk: EdgeChunk, e: torch.Tensor, x_src: torch.Tensor,
+                   x_dst: torch.Tensor, x_msg: torch.Tensor):
+        """Edge update of the chunk's edges and the messages into their destinations."""
+        src, dst = chunk.take(plan.src), chunk.take(plan.dst)
+        e_in = self.norm_e(e) if self.residual else e
+        hidden = gather_add_act(x_src, src, x_dst, dst, self.edge_self(e_in), self.activation)
+        e_new = self.edge_out(hidden)
+        e_new = e + e_new if self.residual else e_new
+        return e_new, self._reduce(x_msg, src, self.in_edge(e_new), chunk)
+
+    def _out_pass(self, plan: MessagePlan, chunk: EdgeChunk, e_new: torch.Tensor, x_msg: torch.Tensor):
+        """Messages from the chunk's edges back into their sources."""
+        return self._reduce(x_msg, chunk.take(plan.dst), self.out_edge(e_new), chunk)
+
+    def _reduce(self, x_msg: torch.Tensor, index: torch.Tensor, c: torch.Tensor, chunk: EdgeChunk) -> torch.Tensor:
+        reductions = ("mean", "max") if self.aggregation == "pna" else (self.aggregation,)
+        out = [gather_act_reduce(x_msg, index, c, chunk.rowptr, chunk.perm, r, self.activation) for r in reductions]
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
+
+    def _pna(self, aggregated: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
+        """PNA degree scalers: [a, a * log(1 + d), a / log(1 + d)] (the last 0 for isolated nodes)."""
+        if self.aggregation != "pna":
+            return aggregated
+        log_degree = torch.log1p(degree.to(aggregated.dtype))[:, None]
+        inverse = torch.where(log_degree > 0, 1 / log_degree.clamp_min(1e-6), torch.zeros_like(log_degree))
+        return torch.cat([aggregated, aggregated * log_degree, aggregated * inverse], dim=1)
+
+    @staticmethod
+    def _params(*modules: Optional[nn.Module]) -> list[nn.Parameter]:
+        return [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+
+    def _check_inputs(self, x: torch.Tensor, edge_attr: torch.Tensor, u: Optional[torch.Tensor],
+                      plan: MessagePlan) -> None:
+        h = self.hidden_dim
+        if x.dim() != 2 or x.shape[1] != h:
+            raise ValueError(f"expected node features x of shape [num_nodes, {h}] (got {tuple(x.shape)})")
+        if edge_attr.shape != (plan.num_edges, h):
+            raise ValueError(f"expected edge_attr of shape [{plan.num_edges}, {h}] (one row per edge of "
+                             f"edge_index; got {tuple(edge_attr.shape)})")
+        if self.global_feature and (u is None or u.shape != (plan.num_graphs, h)):
+            got = None if u is None else tuple(u.shape)
+            raise ValueError(f"this layer has a global feature: expected u of shape [{plan.num_graphs}, {h}] "
+                             f"(got {got})")
