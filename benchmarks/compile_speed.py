@@ -17,46 +17,8 @@ import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import gmnfx
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class ResNet(nn.Module):
-    """ImageNet-style ResNet in plain torch (no torchvision)."""
-
-    def __init__(self, blocks=(3, 4, 6, 3), widths=(64, 128, 256, 512), num_classes: int = 1000):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(),
-                                  nn.MaxPool2d(3, 2, 1))
-        layers, cin = [], widths[0]
-        for i, (n, w) in enumerate(zip(blocks, widths)):
-            for j in range(n):
-                layers.append(BasicBlock(cin, w, 2 if j == 0 and i > 0 else 1))
-                cin = w
-        self.layers = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
 
 
 def memory_floor(model: nn.Module) -> float:
@@ -71,10 +33,11 @@ def memory_floor(model: nn.Module) -> float:
 def build(name: str, image_size: int, tokens: int):
     """(model, example input, description) for a benchmark model name."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from resnet_models import resnet34
     from transformer_models import GPT2, ViT
 
     if name == "resnet34":
-        return ResNet().eval(), torch.randn(1, 3, image_size, image_size), \
+        return resnet34().eval(), torch.randn(1, 3, image_size, image_size), \
             f"ResNet-34 (plain torch), traced at {image_size}x{image_size}"
     if name == "vit-base":
         model = ViT(image_size=image_size).eval()

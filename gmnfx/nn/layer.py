@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from gmnfx.kernels import gather_act_reduce, gather_add_act, segment_reduce
-from gmnfx.nn.chunks import EdgeChunk, run_edge_chunks
+from gmnfx.kernels.segments import segments_of
+from gmnfx.nn.chunks import EdgeChunk, EdgeReducer, run_edge_chunks
 from gmnfx.nn.plan import MessagePlan, message_plan
 
 __all__ = ["GMNLayer", "AGGREGATIONS", "ACTIVATIONS"]
@@ -99,42 +100,49 @@ class GMNLayer(nn.Module):
         if plan is None:
             plan = message_plan(edge_index, x.shape[0], node_graph=batch,
                                 num_graphs=None if u is None else u.shape[0])
+        x_new, e_new, u_new, _ = self.propagate(x, edge_attr, u, plan)
+        return (x_new, e_new, u_new) if self.global_feature else (x_new, e_new)
+
+    def propagate(self, x: torch.Tensor, edge_attr: torch.Tensor, u: Optional[torch.Tensor], plan: MessagePlan, *,
+                  keep_edges: bool = True, pool_edges: bool = False):
+        """The layer on a plan: ``(x, edge_attr or None, u or None, per-graph mean of the new edges or None)``.
+
+        ``keep_edges=False`` skips writing the new edge features (the last layer under a graph readout);
+        ``pool_edges=True`` returns their per-graph mean, computed chunk by chunk with the messages.
+        """
         self._check_inputs(x, edge_attr, u, plan)
         x_in = self.norm_x(x) if self.residual else x
         if self.global_feature:
             x_in = x_in + self.global_in(self.norm_u(u) if self.residual else u)[plan.node_graph]
-        edge_params = [*self._params(self.edge_src, self.edge_dst, self.edge_self, self.edge_out, self.in_edge),
-                       *self._params(self.norm_e)]
-        node_inputs = [self.edge_src(x_in), self.edge_dst(x_in), self.in_node(x_in)]
-        e_new, agg_in = run_edge_chunks(lambda c, e, n: self._edge_pass(plan, c, e[0], *n), plan.in_chunks,
-                                        [edge_attr], node_inputs, edge_params, plan.num_edges)
-        agg_out = run_edge_chunks(lambda c, e, n: (None, self._out_pass(plan, c, e[0], n[0])), plan.out_chunks,
-                                  [e_new], [self.out_node(x_in)], self._params(self.out_edge), plan.num_edges)[1]
+        nodes = [self.edge_src(x_in), self.edge_dst(x_in), self.in_node(x_in), self.out_node(x_in)]
+        reducers = [EdgeReducer(plan.in_chunks, lambda c, e, n: self._reduce(n[2], c.take(plan.src), self.in_edge(e), c)),
+                    EdgeReducer(plan.out_chunks, lambda c, e, n: self._reduce(n[3], c.take(plan.dst), self.out_edge(e), c))]
+        if self.global_feature or pool_edges:
+            reducers.append(EdgeReducer(plan.in_chunks, lambda c, e, n: _graph_sums(plan, c, e)))
+        params = [p for p in self.parameters() if p.requires_grad]
+        e_new, (agg_in, agg_out, *sums) = run_edge_chunks(
+            lambda c, e, n: self._edge_update(plan, c, e[0], n[0], n[1]), plan.in_chunks, [edge_attr], nodes,
+            params, plan.num_edges, reducers=reducers, keep_edges=keep_edges)
         x_new = self.node_mlp(torch.cat([x_in, self._pna(agg_in, plan.in_degree),
                                          self._pna(agg_out, plan.out_degree)], dim=1))
         x_new = x + x_new if self.residual else x_new
+        e_mean = sums[0] / plan.edge_groups.rowptr.diff().clamp_min(1)[:, None] if sums else None
         if not self.global_feature:
-            return x_new, e_new
-        means = [segment_reduce(x_new, plan.node_groups.rowptr, plan.node_groups.perm, "mean"),
-                 segment_reduce(e_new, plan.edge_groups.rowptr, plan.edge_groups.perm, "mean")]
+            return x_new, e_new, None, e_mean
+        x_mean = segment_reduce(x_new, plan.node_groups.rowptr, plan.node_groups.perm, "mean")
         u_in = self.norm_u(u) if self.residual else u
-        u_new = self.global_mlp(torch.cat([u_in, *means], dim=1))
-        return x_new, e_new, (u + u_new if self.residual else u_new)
+        u_new = self.global_mlp(torch.cat([u_in, x_mean, e_mean], dim=1))
+        return x_new, e_new, (u + u_new if self.residual else u_new), e_mean
 
     # ------------------------------------------------------------------ per-chunk work
-    def _edge_pass(self, plan: MessagePlan, chunk: EdgeChunk, e: torch.Tensor, x_src: torch.Tensor,
-                   x_dst: torch.Tensor, x_msg: torch.Tensor):
-        """Edge update of the chunk's edges and the messages into their destinations."""
-        src, dst = chunk.take(plan.src), chunk.take(plan.dst)
+    def _edge_update(self, plan: MessagePlan, chunk: EdgeChunk, e: torch.Tensor, x_src: torch.Tensor,
+                     x_dst: torch.Tensor) -> torch.Tensor:
+        """``MLP_e([x_src, x_dst, e])`` for the chunk's edges, its first layer split per node."""
         e_in = self.norm_e(e) if self.residual else e
-        hidden = gather_add_act(x_src, src, x_dst, dst, self.edge_self(e_in), self.activation)
+        hidden = gather_add_act(x_src, chunk.take(plan.src), x_dst, chunk.take(plan.dst), self.edge_self(e_in),
+                                self.activation)
         e_new = self.edge_out(hidden)
-        e_new = e + e_new if self.residual else e_new
-        return e_new, self._reduce(x_msg, src, self.in_edge(e_new), chunk)
-
-    def _out_pass(self, plan: MessagePlan, chunk: EdgeChunk, e_new: torch.Tensor, x_msg: torch.Tensor):
-        """Messages from the chunk's edges back into their sources."""
-        return self._reduce(x_msg, chunk.take(plan.dst), self.out_edge(e_new), chunk)
+        return e + e_new if self.residual else e_new
 
     def _reduce(self, x_msg: torch.Tensor, index: torch.Tensor, c: torch.Tensor, chunk: EdgeChunk) -> torch.Tensor:
         reductions = ("mean", "max") if self.aggregation == "pna" else (self.aggregation,)
@@ -149,10 +157,6 @@ class GMNLayer(nn.Module):
         inverse = torch.where(log_degree > 0, 1 / log_degree.clamp_min(1e-6), torch.zeros_like(log_degree))
         return torch.cat([aggregated, aggregated * log_degree, aggregated * inverse], dim=1)
 
-    @staticmethod
-    def _params(*modules: Optional[nn.Module]) -> list[nn.Parameter]:
-        return [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
-
     def _check_inputs(self, x: torch.Tensor, edge_attr: torch.Tensor, u: Optional[torch.Tensor],
                       plan: MessagePlan) -> None:
         h = self.hidden_dim
@@ -165,3 +169,11 @@ class GMNLayer(nn.Module):
             got = None if u is None else tuple(u.shape)
             raise ValueError(f"this layer has a global feature: expected u of shape [{plan.num_graphs}, {h}] "
                              f"(got {got})")
+
+
+def _graph_sums(plan: MessagePlan, chunk: EdgeChunk, e: torch.Tensor) -> torch.Tensor:
+    """Per-graph sums [G, hidden] of the chunk's edge features."""
+    if chunk.edge_ids is None:
+        return segment_reduce(e, plan.edge_groups.rowptr, plan.edge_groups.perm, "sum")
+    graph = plan.node_graph.index_select(0, chunk.take(plan.dst))
+    return segment_reduce(e, *segments_of(graph, plan.num_graphs), "sum")

@@ -83,30 +83,32 @@ class GMN(nn.Module):
         u = None
         if self.global_init is not None:
             u = self.global_init.expand(data.num_graphs, -1)
-        for layer in self.layers:
-            out = layer(x, data.edge_index, e, u, plan=plan)
-            x, e, u = out if len(out) == 3 else (*out, None)
-        return self._read_out(x, e, u, plan)
+        e_mean = None
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            # the last layer's edges are read only by an edge readout; a graph readout takes their mean
+            x, e, u, e_mean = layer.propagate(x, e, u, plan, keep_edges=not last or self.readout == "edge",
+                                              pool_edges=last and self.readout == "graph")
+        return self._read_out(x, e, u, e_mean, plan)
 
     def _encode_edges(self, data: GraphBatch, plan: MessagePlan) -> torch.Tensor:
         columns = [data.edge_type, data.edge_weight, data.edge_pos, data.edge_block]
-
-        def encode(chunk, cols, _):
-            return self.edge_encoder(*cols[:3], data.block_attrs, cols[3]), None
-
         params = [p for p in self.edge_encoder.parameters() if p.requires_grad]
-        return run_edge_chunks(encode, plan.in_chunks, columns, [], params, plan.num_edges)[0]
+        return run_edge_chunks(lambda chunk, cols, _: self.edge_encoder(*cols[:3], data.block_attrs, cols[3]),
+                               plan.in_chunks, columns, [], params, plan.num_edges)[0]
 
-    def _read_out(self, x: torch.Tensor, e: torch.Tensor, u: Optional[torch.Tensor], plan: MessagePlan):
+    def _read_out(self, x: torch.Tensor, e: Optional[torch.Tensor], u: Optional[torch.Tensor],
+                  e_mean: Optional[torch.Tensor], plan: MessagePlan):
         if self.readout == "node":
             return self.head(x)
         if self.readout == "edge":
             params = [p for p in self.head.parameters() if p.requires_grad]
-            return run_edge_chunks(lambda chunk, cols, _: (self.head(cols[0]), None), plan.in_chunks, [e], [],
-                                   params, plan.num_edges)[0]
-        pooled = [segment_reduce(x, plan.node_groups.rowptr, plan.node_groups.perm, "mean"),
-                  segment_reduce(e, plan.edge_groups.rowptr, plan.edge_groups.perm, "mean")]
-        return self.head(torch.cat(pooled + ([u] if u is not None else []), dim=1))
+            return run_edge_chunks(lambda chunk, cols, _: self.head(cols[0]), plan.in_chunks, [e], [], params,
+                                   plan.num_edges)[0]
+        if e_mean is None:  # no layers: pool the encoded edges
+            e_mean = segment_reduce(e, plan.edge_groups.rowptr, plan.edge_groups.perm, "mean")
+        x_mean = segment_reduce(x, plan.node_groups.rowptr, plan.node_groups.perm, "mean")
+        return self.head(torch.cat([x_mean, e_mean] + ([u] if u is not None else []), dim=1))
 
 
 def _as_batch(graphs: GraphInput, device: torch.device) -> GraphBatch:
