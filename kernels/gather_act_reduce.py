@@ -13,14 +13,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .backend import check_choice, check_features, check_same_device, debug_checks_enabled, jit, resolve_backend, tl
-from .backend import triton
+from .backend import (
+    check_choice, check_features, check_same_device, debug_checks_enabled, jit, resolve_backend, tl, triton,
+)
 from .gather_add_act import (
     ACTIVATION_CODE, ACTIVATIONS, _activate, _activate_grad, _or, _strides, activate, check_groups,
     segment_sum_triton,
 )
 from .segment_reduce import (
-    _REDUCE_CODE, BLOCK_K, REDUCTIONS, _finish_reduce, _reduce_tile, block_h, check_csr, check_triton_inputs,
+    _REDUCE_CODE, BLOCK_K, REDUCTIONS, _finish_reduce, _reduce_tile, block_h, check_csr, check_triton_inputs, flat,
     segment_reduce_reference,
 )
 from .segments import Segments, check_index, check_index_range
@@ -113,6 +114,7 @@ def _gather_act_reduce_triton(a: Tensor, index_a: Tensor, c: Optional[Tensor], r
                               ) -> tuple[Tensor, Optional[Tensor]]:
     """Launch the forward kernel: ``(out [S, H], argmax [S, H] int32 position k or -1 for max, else None)``."""
     check_triton_inputs(a, index_a, c, rowptr, perm)
+    index_a, rowptr, perm = flat(index_a), flat(rowptr), flat(perm)
     S, H = rowptr.numel() - 1, a.shape[1]
     out = torch.empty((S, H), dtype=a.dtype, device=a.device)
     arg = torch.empty((S, H), dtype=torch.int32, device=a.device) if reduce == "max" else None
@@ -133,6 +135,7 @@ def _gather_act_reduce_bwd_triton(grad_out: Tensor, a: Tensor, index_a: Tensor, 
                                   activation: str) -> Tensor:
     """Launch the backward kernel: the gradient wrt the pre-activations ``[E, H]`` in ``a``'s dtype."""
     check_triton_inputs(grad_out, a, index_a, c, rowptr, perm, arg)
+    index_a, rowptr, perm = flat(index_a), flat(rowptr), flat(perm)
     (S, H), E = grad_out.shape, index_a.numel()
     grad_msg = torch.zeros((E, H), dtype=a.dtype, device=a.device)  # zero for edges outside every segment
     if S == 0 or H == 0 or E == 0:

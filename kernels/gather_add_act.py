@@ -16,7 +16,7 @@ from torch import Tensor
 from .backend import (
     check_choice, check_features, check_same_device, debug_checks_enabled, jit, resolve_backend, tl, triton,
 )
-from .segment_reduce import _segment_reduce_triton, block_h, check_triton_inputs
+from .segment_reduce import _segment_reduce_triton, block_h, check_triton_inputs, flat
 from .segments import Segments, _segments_of, check_index, check_index_range
 
 __all__ = ["ACTIVATIONS", "GatherAddActFunction", "gather_add_act", "gather_add_act_reference"]
@@ -41,12 +41,13 @@ def _activate(x, ACT: tl.constexpr):
 def _activate_grad(x, ACT: tl.constexpr):
     """``act'(x)`` in float32; relu'(0) = 0 as in torch."""
     if ACT == 0:
-        return tl.full(x.shape, 1.0, tl.float32)
+        grad = tl.full(x.shape, 1.0, tl.float32)
     elif ACT == 1:
-        return tl.where(x > 0, 1.0, 0.0)
+        grad = tl.where(x > 0, 1.0, 0.0)
     else:
         sig = tl.sigmoid(x)
-        return sig * (1.0 + x * (1.0 - sig))
+        grad = sig * (1.0 + x * (1.0 - sig))
+    return grad
 
 
 @jit
@@ -113,6 +114,7 @@ def _gather_add_act_triton(a: Tensor, index_a: Tensor, b: Optional[Tensor], inde
                            c: Optional[Tensor], activation: str) -> Tensor:
     """Launch the forward kernel: ``[E, H]`` in ``a``'s dtype."""
     check_triton_inputs(a, index_a, b, index_b, c)
+    index_a, index_b = flat(index_a), flat(index_b)
     E, H = index_a.numel(), a.shape[1]
     out = torch.empty((E, H), dtype=a.dtype, device=a.device)
     if E == 0 or H == 0:
@@ -131,6 +133,7 @@ def _gather_add_act_bwd_triton(grad_out: Tensor, a: Tensor, index_a: Tensor, b: 
                                index_b: Optional[Tensor], c: Optional[Tensor], activation: str) -> Tensor:
     """Launch the backward kernel: ``grad_pre [E, H]`` in ``a``'s dtype (``grad_out`` itself for identity)."""
     check_triton_inputs(grad_out, a, index_a, b, index_b, c)
+    index_a, index_b = flat(index_a), flat(index_b)
     if activation == "identity":
         return grad_out
     E, H = grad_out.shape

@@ -136,10 +136,16 @@ def check_triton_inputs(*tensors: Optional[Tensor]) -> None:
             raise ValueError(f"expected float32, float16 or bfloat16 on the Triton path (got {t.dtype})")
 
 
+def flat(index: Optional[Tensor]) -> Optional[Tensor]:
+    """A 1-D index tensor the kernels can address as ``ptr + i`` (contiguous), or ``None``."""
+    return index.contiguous() if index is not None else None
+
+
 def _segment_reduce_triton(values: Tensor, rowptr: Tensor, perm: Optional[Tensor], reduce: str,
                            out_dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Optional[Tensor]]:
     """Launch the forward kernel: ``(out [S, H], argmax [S, H] int32 position k or -1 for max, else None)``."""
     check_triton_inputs(values, rowptr, perm)
+    rowptr, perm = flat(rowptr), flat(perm)
     S, H = rowptr.numel() - 1, values.shape[1]
     out = torch.empty((S, H), dtype=out_dtype or values.dtype, device=values.device)
     arg = torch.empty((S, H), dtype=torch.int32, device=values.device) if reduce == "max" else None
@@ -159,6 +165,7 @@ def _segment_reduce_bwd_triton(grad_out: Tensor, rowptr: Tensor, perm: Optional[
                                reduce: str, num_rows: int, dtype: torch.dtype) -> Tensor:
     """Launch the backward kernel: the gradient wrt ``values`` (``[num_rows, H]``, zero outside the segments)."""
     check_triton_inputs(grad_out, rowptr, perm, arg)
+    rowptr, perm = flat(rowptr), flat(perm)
     S, H = grad_out.shape
     grad_values = torch.zeros((num_rows, H), dtype=dtype, device=grad_out.device)
     if S == 0 or H == 0 or num_rows == 0:
@@ -175,28 +182,35 @@ def _segment_reduce_bwd_triton(grad_out: Tensor, rowptr: Tensor, perm: Optional[
 
 
 # ------------------------------------------------------------------------------------------- torch reference
-def segment_ids(rowptr: Tensor, perm: Optional[Tensor], num_rows: int) -> tuple[Tensor, Tensor]:
-    """``(segment, position)`` of every row ``m`` of ``values``: ``segment[m] = s`` and ``position[m] = k`` with
-    ``perm[k] == m`` (or ``k == m``); rows outside every segment get segment ``S`` and position ``num_rows``."""
+def segment_ids(rowptr: Tensor, perm: Optional[Tensor], num_rows: int) -> Tensor:
+    """``segment[m] = s`` for every row ``m`` of ``values`` in segment ``s``; ``S`` for rows in no segment."""
     S, device = rowptr.numel() - 1, rowptr.device
     rowptr = rowptr.long()
     K = int(rowptr[-1])
     seg_k = torch.repeat_interleave(torch.arange(S, device=device), rowptr.diff(), output_size=K)
-    pos_k = torch.arange(K, device=device)
     if perm is None and K == num_rows:
-        return seg_k, pos_k
-    rows = perm[:K].long() if perm is not None else pos_k
+        return seg_k
     segment = torch.full((num_rows,), S, dtype=torch.long, device=device)
+    return segment.scatter_(0, _rows_in_order(perm, K, device), seg_k)
+
+
+def _rows_in_order(perm: Optional[Tensor], K: int, device: torch.device) -> Tensor:
+    """The rows at positions ``0..K-1``: ``perm[:K]`` or ``arange(K)``."""
+    return perm[:K].long() if perm is not None else torch.arange(K, device=device)
+
+
+def _positions(rowptr: Tensor, perm: Optional[Tensor], num_rows: int) -> Tensor:
+    """``position[m] = k`` with ``perm[k] == m`` (or ``k == m``); ``num_rows`` for rows in no segment."""
+    K, device = int(rowptr[-1]), rowptr.device
+    rows = _rows_in_order(perm, K, device)
     position = torch.full((num_rows,), num_rows, dtype=torch.long, device=device)
-    segment[rows] = seg_k
-    position[rows] = pos_k
-    return segment, position
+    return position.scatter_(0, rows, torch.arange(K, device=device))
 
 
-def _first_max_rows(values: Tensor, segment: Tensor, position: Tensor, num_segments: int,
-                    perm: Optional[Tensor]) -> Tensor:
+def _first_max_rows(values: Tensor, segment: Tensor, rowptr: Tensor, perm: Optional[Tensor]) -> Tensor:
     """``[S, H]`` row of ``values`` holding each segment's first maximum per column (-1 for empty segments)."""
     M, H = values.shape
+    num_segments, position = rowptr.numel() - 1, _positions(rowptr, perm, M)
     index = segment[:, None].expand(M, H)
     peak = values.new_zeros((num_segments + 1, H)).scatter_reduce_(0, index, values, "amax", include_self=False)
     candidate = torch.where(values == peak.index_select(0, segment), position[:, None], M)
@@ -211,10 +225,10 @@ def segment_reduce_reference(values: Tensor, rowptr: Tensor, perm: Optional[Tens
     """The specification of ``segment_reduce`` in pure torch (differentiable by autograd; the CPU path)."""
     M, H = values.shape
     S = rowptr.numel() - 1
-    segment, position = segment_ids(rowptr, perm, M)
+    segment = segment_ids(rowptr, perm, M)
     if reduce == "max" and M > 0:
         with torch.no_grad():
-            first = _first_max_rows(values, segment, position, S, perm)
+            first = _first_max_rows(values, segment, rowptr, perm)
         peak = values.gather(0, first.clamp(min=0))
         return torch.where(first >= 0, peak, 0.0)
     out = values.new_zeros((S + 1, H)).index_add_(0, segment, values)[:S]

@@ -6,6 +6,8 @@ import os
 import pytest
 import torch
 
+if not torch.cuda.is_available():  # before anything imports triton: the kernel tests run Triton's CPU interpreter
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("GMNFX_DEBUG", "1")  # check IR invariants after every pass
 
 

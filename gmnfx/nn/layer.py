@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from gmnfx.kernels import gather_act_reduce, gather_add_act, segment_reduce
-from gmnfx.kernels.segments import segments_of
+from gmnfx.kernels.segments import Segments, segments_of
 from gmnfx.nn.chunks import EdgeChunk, EdgeReducer, run_edge_chunks
 from gmnfx.nn.plan import MessagePlan, message_plan
 
@@ -115,8 +115,11 @@ class GMNLayer(nn.Module):
         if self.global_feature:
             x_in = x_in + self.global_in(self.norm_u(u) if self.residual else u)[plan.node_graph]
         nodes = [self.edge_src(x_in), self.edge_dst(x_in), self.in_node(x_in), self.out_node(x_in)]
-        reducers = [EdgeReducer(plan.in_chunks, lambda c, e, n: self._reduce(n[2], c.take(plan.src), self.in_edge(e), c)),
-                    EdgeReducer(plan.out_chunks, lambda c, e, n: self._reduce(n[3], c.take(plan.dst), self.out_edge(e), c))]
+        reducers = [  # messages into destinations, messages back into sources
+            EdgeReducer(plan.in_chunks, lambda c, e, n: self._reduce(n[2], c.take(plan.src), self.in_edge(e), c,
+                                                                     plan.out_segments)),
+            EdgeReducer(plan.out_chunks, lambda c, e, n: self._reduce(n[3], c.take(plan.dst), self.out_edge(e), c,
+                                                                      plan.in_segments))]
         if self.global_feature or pool_edges:
             reducers.append(EdgeReducer(plan.in_chunks, lambda c, e, n: _graph_sums(plan, c, e)))
         params = [p for p in self.parameters() if p.requires_grad]
@@ -139,14 +142,20 @@ class GMNLayer(nn.Module):
                      x_dst: torch.Tensor) -> torch.Tensor:
         """``MLP_e([x_src, x_dst, e])`` for the chunk's edges, its first layer split per node."""
         e_in = self.norm_e(e) if self.residual else e
+        whole = chunk.edge_ids is None  # the plan's groupings of src and dst serve the kernels' backward
         hidden = gather_add_act(x_src, chunk.take(plan.src), x_dst, chunk.take(plan.dst), self.edge_self(e_in),
-                                self.activation)
+                                self.activation, groups_a=plan.out_segments if whole else None,
+                                groups_b=plan.in_segments if whole else None)
         e_new = self.edge_out(hidden)
         return e + e_new if self.residual else e_new
 
-    def _reduce(self, x_msg: torch.Tensor, index: torch.Tensor, c: torch.Tensor, chunk: EdgeChunk) -> torch.Tensor:
+    def _reduce(self, x_msg: torch.Tensor, index: torch.Tensor, c: torch.Tensor, chunk: EdgeChunk,
+                index_groups: Segments) -> torch.Tensor:
+        """Messages ``act(x_msg[index] + c)`` of the chunk's edges reduced into the chunk's nodes."""
         reductions = ("mean", "max") if self.aggregation == "pna" else (self.aggregation,)
-        out = [gather_act_reduce(x_msg, index, c, chunk.rowptr, chunk.perm, r, self.activation) for r in reductions]
+        groups = index_groups if chunk.edge_ids is None else None
+        out = [gather_act_reduce(x_msg, index, c, chunk.rowptr, chunk.perm, r, self.activation, groups_a=groups)
+               for r in reductions]
         return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def _pna(self, aggregated: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:

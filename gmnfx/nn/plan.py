@@ -29,6 +29,8 @@ class MessagePlan:
     node_graph: torch.Tensor
     node_groups: Segments
     edge_groups: Segments
+    in_segments: Segments  # edges grouped by destination
+    out_segments: Segments  # edges grouped by source
 
 
 def message_plan(edge_index: torch.Tensor, num_nodes: int, *, node_graph: Optional[torch.Tensor] = None,
@@ -51,7 +53,8 @@ def message_plan(edge_index: torch.Tensor, num_nodes: int, *, node_graph: Option
         num_graphs = 1 if num_graphs is None else num_graphs
     else:
         if node_graph.shape != (num_nodes,):
-            raise ValueError(f"expected node_graph (batch vector) of shape [{num_nodes}] (got {tuple(node_graph.shape)})")
+            raise ValueError(f"expected node_graph (batch vector) of shape [{num_nodes}] "
+                             f"(got {tuple(node_graph.shape)})")
         node_graph = node_graph.long()
         if num_graphs is None:
             num_graphs = int(node_graph.max()) + 1 if num_nodes else 0
@@ -64,7 +67,8 @@ def message_plan(edge_index: torch.Tensor, num_nodes: int, *, node_graph: Option
         in_chunks=plan_edge_chunks(in_segments, edge_chunk_size),
         out_chunks=plan_edge_chunks(out_segments, edge_chunk_size),
         in_degree=torch.diff(in_segments.rowptr), out_degree=torch.diff(out_segments.rowptr),
-        node_graph=node_graph, node_groups=node_groups, edge_groups=edge_groups)
+        node_graph=node_graph, node_groups=node_groups, edge_groups=edge_groups, in_segments=in_segments,
+        out_segments=out_segments)
 
 
 def batch_plan(batch, edge_chunk_size: Optional[int] = None) -> MessagePlan:
