@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import os
 import re
 
@@ -9,6 +10,7 @@ import pytest
 
 import gmnfx.api
 import gmnfx.params
+import gmnfx.kernels
 import gmnfx.symmetry.group
 
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
@@ -30,7 +32,13 @@ def test_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
             registry._LOWERINGS.pop(target)
 
 
-@pytest.mark.parametrize("module", [gmnfx.api, gmnfx.params, gmnfx.symmetry.group])
+# the kernel modules share their names with the functions gmnfx.kernels exports: import them by name
+KERNEL_MODULES = [importlib.import_module(f"gmnfx.kernels.{op}")
+                  for op in ("gather_act_reduce", "gather_add_act", "segment_reduce")]
+
+
+@pytest.mark.parametrize("module", [gmnfx.api, gmnfx.params, gmnfx.symmetry.group, gmnfx.kernels, *KERNEL_MODULES],
+                         ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, extraglobs={"nn": __import__("torch").nn}, verbose=False)
     assert result.attempted > 0 and result.failed == 0
