@@ -1,4 +1,4 @@
-"""The ``gmnfx`` command line: compile, inspect and draw model graphs.
+"""The ``gmnfx`` command line: compile, inspect and draw model graphs; build model zoos.
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
     gmnfx inspect mlp.safetensors
     gmnfx inspect gmnfx.examples:small_cnn --input-shape 1,3,32,32
     gmnfx draw gmnfx.examples:mlp -o mlp.png
+    gmnfx zoo build --family varying-cnn --n 2000 --out zoo/ [--shard 0/2]
 
 Every error a user can cause (a bad ``MODULE:FACTORY``, a malformed
 ``--input-shape``, any :class:`gmnfx.GmnfxError`) is printed as
@@ -260,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-nodes", type=int, default=400, metavar="N",
                    help="refuse graphs with more than N nodes (default: 400)")
     p.set_defaults(func=_cmd_draw)
+
+    from gmnfx.zoo.cli import add_zoo_commands
+
+    add_zoo_commands(sub)
     return parser
 
 
