@@ -233,6 +233,12 @@ class Zoo:
         """The stored model ids, ascending."""
         return [record["id"] for record in self.records]
 
+    def record(self, model_id: int) -> dict:
+        """The record of model ``model_id`` (its ``config``, ``metrics``, ``file``); KeyError naming it if absent."""
+        if model_id not in self._by_id:
+            raise KeyError(f"model {model_id} is not in the zoo at '{self.root}' ({len(self.records)} models stored)")
+        return self._by_id[model_id]
+
     def missing(self) -> list[int]:
         """The ids in ``range(manifest["n"])`` that are not stored yet."""
         if "n" not in self.manifest:
