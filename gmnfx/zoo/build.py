@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from gmnfx.zoo.data import load_dataset
 from gmnfx.zoo.families import ModelConfig, arch_key, sample_config
@@ -24,11 +24,12 @@ def plan_groups(configs: list[ModelConfig], group_size: int) -> list[list[ModelC
 
 def build_zoo(root, family: str, num_models: int, *, seed: int = 0, dataset: str = "digits",
               shard: tuple[int, int] = (0, 1), group_size: int = 32, progress: bool = True,
-              log: Optional[Callable[[str], None]] = print) -> dict:
+              log: Optional[Callable[[str], None]] = print, ids: Optional[Sequence[int]] = None) -> dict:
     """Train the models of ``shard`` that ``root`` does not hold yet and store them; returns a summary.
 
     Re-running with the same arguments continues where a killed run stopped; another ``shard=(i, n)`` builds
     a disjoint part of the same zoo (possibly at the same time, from another process or machine).
+    ``ids`` restricts the build to those models of the shard (e.g. a quick subset; the rest stay missing).
     """
     if num_models < 1:
         raise ValueError(f"expected a positive number of models (got {num_models})")
@@ -38,7 +39,14 @@ def build_zoo(root, family: str, num_models: int, *, seed: int = 0, dataset: str
     start = time.perf_counter()
     trained = 0
     with ZooWriter(root, manifest, shard=shard, flush_every=group_size) as writer:
-        todo = [i for i in shard_model_ids(num_models, *shard) if i not in writer.done]
+        owned = shard_model_ids(num_models, *shard)
+        if ids is not None:
+            outside = sorted(set(ids) - set(owned))
+            if outside:
+                raise ValueError(f"ids {outside[:5]} are not models of shard {shard[0]}/{shard[1]} of a "
+                                 f"{num_models}-model zoo")
+            owned = sorted(set(ids))
+        todo = [i for i in owned if i not in writer.done]
         groups = plan_groups([sample_config(family, i, seed) for i in todo], group_size)
         if log:
             log(f"zoo {root}: shard {shard[0]}/{shard[1]}: {len(writer.done)} models stored, {len(todo)} to train "

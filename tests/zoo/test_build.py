@@ -58,3 +58,8 @@ def test_cli_refuses_a_bad_shard(tmp_path, capsys, shard):
     assert main(["zoo", "build", "--family", "diverse", "--n", "1", "--out", str(tmp_path / "z"), "--shard", shard,
                  "-q"]) == 2
     assert "i/n" in capsys.readouterr().err.lower()
+
+
+def test_build_of_chosen_ids_refuses_ids_of_another_shard(tmp_path):
+    with pytest.raises(ValueError, match=r"ids \[1\] are not models of shard 0/2"):
+        build_zoo(tmp_path / "zoo", "varying-cnn", 4, shard=(0, 2), ids=[0, 1], progress=False, log=None)

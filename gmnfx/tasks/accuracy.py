@@ -1,0 +1,127 @@
+"""Task 1: predict a trained network's test accuracy from its weights.
+
+Settings (the GMN paper's): ``"50%"`` and ``"5%"`` train on that fraction of the training split and test on
+the zoo's fixed test split; ``"ood"`` trains on narrow networks (width <= ``ood_max_width``) and tests on the
+wider ones. Scores: R^2 and Kendall's tau on the test set.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from gmnfx.tasks.metrics import kendall_tau, r2_score
+from gmnfx.tasks.predictors import PREDICTORS, StatNNPredictor
+
+__all__ = ["AccuracyData", "accuracy_data", "split", "fit", "predict", "run", "SETTINGS"]
+
+SETTINGS = ("50%", "5%", "ood")
+
+
+@dataclass
+class AccuracyData:
+    """Graphs of a zoo's models with their test accuracies and widths."""
+
+    graphs: list
+    accuracy: torch.Tensor  # [M]
+    width: torch.Tensor  # [M]
+    ids: list
+
+
+def accuracy_data(zoo, *, progress: bool = False) -> AccuracyData:
+    """Compile (or read from the cache) every model of ``zoo`` (a ``gmnfx.zoo.Zoo``)."""
+    from gmnfx.zoo.graphs import zoo_graphs
+
+    ids = zoo.ids()
+    records = [zoo.record(i) for i in ids]
+    return AccuracyData(zoo_graphs(zoo, ids, progress=progress),
+                        torch.tensor([r["metrics"]["test_acc"] for r in records]),
+                        torch.tensor([r["config"]["arch"]["width"] for r in records]), ids)
+
+
+def split(data: AccuracyData, setting: str, seed: int, *, test_fraction: float = 0.2, val_fraction: float = 0.1,
+          ood_max_width: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(train, val, test)`` model indices. The in-distribution test split is the same for every seed."""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS} (got {setting!r})")
+    m = len(data.accuracy)
+    if setting == "ood":
+        narrow = (data.width <= ood_max_width).nonzero().flatten()
+        test = (data.width > ood_max_width).nonzero().flatten()
+        if len(test) == 0 or len(narrow) < 3:
+            widths = sorted(set(data.width.tolist()))
+            raise ValueError(f"the ood setting needs models of width <= {ood_max_width} to train on and wider ones "
+                             f"to test on (widths in this zoo: {widths})")
+        pool = narrow[torch.randperm(len(narrow), generator=torch.Generator().manual_seed(seed))]
+        num_val = max(1, round(len(pool) * val_fraction))
+        return pool[num_val:], pool[:num_val], test
+    order = torch.randperm(m, generator=torch.Generator().manual_seed(0))
+    num_test, num_val = max(1, round(m * test_fraction)), max(1, round(m * val_fraction))
+    test, val, pool = order[:num_test], order[num_test:num_test + num_val], order[num_test + num_val:]
+    fraction = 0.5 if setting == "50%" else 0.05
+    keep = max(2, round(len(pool) * fraction))
+    train = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:keep]]
+    return train, val, test
+
+
+def predict(predictor, features: list, *, batch_size: int = 32) -> torch.Tensor:
+    predictor.eval()
+    with torch.no_grad():
+        out = [predictor(predictor.collate(features[i:i + batch_size])) for i in range(0, len(features), batch_size)]
+    return torch.cat(out) * predictor.target_std + predictor.target_mean
+
+
+def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optional[list] = None,
+        val_targets: Optional[torch.Tensor] = None, epochs: int = 50, batch_size: int = 32, lr: float = 1e-3,
+        seed: int = 0, progress: bool = False):
+    """Train with MSE on standardized targets (Adam); keeps the weights with the best validation loss."""
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    if isinstance(predictor, StatNNPredictor):
+        predictor.fit_normalization(features)
+    predictor.target_mean = float(targets.mean())
+    predictor.target_std = float(targets.std()) if len(targets) > 1 and float(targets.std()) > 0 else 1.0
+    scaled = (targets - predictor.target_mean) / predictor.target_std
+    optimizer = torch.optim.Adam(predictor.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    best, best_loss = copy.deepcopy(predictor.state_dict()), float("inf")
+    for _ in tqdm(range(epochs), disable=not progress, desc="fitting", unit="epoch"):
+        predictor.train()
+        order = torch.randperm(len(features), generator=generator)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size].tolist()
+            loss = torch.nn.functional.mse_loss(predictor(predictor.collate([features[j] for j in idx])), scaled[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if val_features is not None:
+            val_loss = float(((predict(predictor, val_features) - val_targets) ** 2).mean())
+            if val_loss < best_loss:
+                best, best_loss = copy.deepcopy(predictor.state_dict()), val_loss
+    if val_features is not None:
+        predictor.load_state_dict(best)
+    return predictor
+
+
+def run(data: AccuracyData, predictor_name: str, setting: str, seed: int, *, epochs: int = 50,
+        hidden_dim: int = 32, progress: bool = False, **fit_options) -> dict:
+    """Split, train predictor ``predictor_name`` ("gmn", "deepsets", "statnn"), score it on the test set."""
+    if predictor_name not in PREDICTORS:
+        raise ValueError(f"predictor must be one of {sorted(PREDICTORS)} (got {predictor_name!r})")
+    train, val, test = split(data, setting, seed)
+    torch.manual_seed(seed)
+    predictor = PREDICTORS[predictor_name](hidden_dim=hidden_dim)
+    features = predictor.featurize(data.graphs)
+
+    def pick(index):
+        return [features[i] for i in index.tolist()]
+
+    fit(predictor, pick(train), data.accuracy[train], val_features=pick(val), val_targets=data.accuracy[val],
+        epochs=epochs, seed=seed, progress=progress, **fit_options)
+    predicted = predict(predictor, pick(test))
+    target = data.accuracy[test]
+    return {"r2": r2_score(predicted, target), "tau": kendall_tau(predicted, target), "train": len(train),
+            "test": len(test)}

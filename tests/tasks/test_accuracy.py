@@ -1,0 +1,70 @@
+"""Accuracy prediction: splits, weight statistics, and every predictor trained end to end on a tiny zoo."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gmnfx.tasks.accuracy import AccuracyData, accuracy_data, run, split
+from gmnfx.tasks.predictors import STATS_PER_LAYER, weight_statistics
+from gmnfx.zoo import Zoo, build_zoo
+from gmnfx.zoo.families import ARCH_BLOCK
+
+
+def _data(m=40, wide_every=4):
+    width = torch.tensor([24 if i % wide_every == 0 else 8 for i in range(m)])
+    return AccuracyData(graphs=[None] * m, accuracy=torch.rand(m), width=width, ids=list(range(m)))
+
+
+@pytest.mark.parametrize("setting", ["50%", "5%"])
+def test_in_distribution_splits_are_disjoint_and_share_one_test_set(setting):
+    data = _data()
+    train, val, test = split(data, setting, seed=1)
+    assert not set(train.tolist()) & set(test.tolist()) and not set(val.tolist()) & set(test.tolist())
+    assert not set(train.tolist()) & set(val.tolist())
+    assert torch.equal(split(data, setting, seed=2)[2], test)  # the same test set for every seed
+    assert len(train) == (2 if setting == "5%" else 14)  # 5% of 28 rounds to 1: at least 2 are kept
+
+
+def test_ood_split_trains_narrow_and_tests_wide():
+    data = _data()
+    train, val, test = split(data, "ood", seed=0)
+    assert bool((data.width[train] <= 16).all()) and bool((data.width[val] <= 16).all())
+    assert bool((data.width[test] > 16).all()) and len(test) == 10
+
+
+def test_ood_split_without_wide_models_names_the_widths():
+    data = _data(wide_every=10 ** 6)
+    data.width[0] = 8
+    with pytest.raises(ValueError, match=r"widths in this zoo: \[8\]"):
+        split(data, "ood", seed=0)
+
+
+def test_unknown_setting_is_refused():
+    with pytest.raises(ValueError, match="setting must be one of"):
+        split(_data(), "10%", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    ids = list(range(6)) + list(range(ARCH_BLOCK, ARCH_BLOCK + 6))
+    build_zoo(root, "varying-cnn", ARCH_BLOCK + 6, progress=False, log=None, ids=ids)
+    return accuracy_data(Zoo.open(root))
+
+
+def test_weight_statistics_summarize_each_parameterized_layer(tiny_zoo_data):
+    graph = tiny_zoo_data.graphs[0]
+    stats = weight_statistics(graph, max_layers=4)
+    assert stats.shape == (5 * STATS_PER_LAYER,)
+    owned = graph.edge_weight[graph.edge_param >= 0]
+    overall = stats[-STATS_PER_LAYER:]
+    torch.testing.assert_close(overall[0], owned.mean())
+    torch.testing.assert_close(overall[2], owned.min())
+    torch.testing.assert_close(overall[-1], owned.max())
+
+
+@pytest.mark.parametrize("predictor", ["gmn", "deepsets", "statnn"])
+def test_every_predictor_trains_and_scores_end_to_end(tiny_zoo_data, predictor):
+    result = run(tiny_zoo_data, predictor, "50%", seed=0, epochs=2, hidden_dim=8)
+    assert result["train"] == 4 and result["test"] == 2
+    assert -100 < result["r2"] <= 1 and -1 <= result["tau"] <= 1
