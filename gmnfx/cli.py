@@ -262,9 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse graphs with more than N nodes (default: 400)")
     p.set_defaults(func=_cmd_draw)
 
-    from gmnfx.zoo.cli import add_zoo_commands
+    from gmnfx.zoo.cli import add_demo_command, add_zoo_commands
 
     add_zoo_commands(sub)
+    add_demo_command(sub)
     return parser
 
 

@@ -108,7 +108,10 @@ def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optio
 
 def run(data: AccuracyData, predictor_name: str, setting: str, seed: int, *, epochs: int = 50,
         hidden_dim: int = 32, progress: bool = False, **fit_options) -> dict:
-    """Split, train predictor ``predictor_name`` ("gmn", "deepsets", "statnn"), score it on the test set."""
+    """Split, train predictor ``predictor_name`` ("gmn", "deepsets", "statnn"), score it on the test set.
+
+    Returns ``{"r2", "tau", "train", "test", "predicted", "target"}`` (the last two: test-set tensors).
+    """
     if predictor_name not in PREDICTORS:
         raise ValueError(f"predictor must be one of {sorted(PREDICTORS)} (got {predictor_name!r})")
     train, val, test = split(data, setting, seed)
@@ -124,4 +127,4 @@ def run(data: AccuracyData, predictor_name: str, setting: str, seed: int, *, epo
     predicted = predict(predictor, pick(test))
     target = data.accuracy[test]
     return {"r2": r2_score(predicted, target), "tau": kendall_tau(predicted, target), "train": len(train),
-            "test": len(test)}
+            "test": len(test), "predicted": predicted, "target": target}
