@@ -107,16 +107,19 @@ def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optio
 
 
 def run(data: AccuracyData, predictor_name: str, setting: str, seed: int, *, epochs: int = 50,
-        hidden_dim: int = 32, progress: bool = False, **fit_options) -> dict:
+        hidden_dim: int = 32, progress: bool = False, predictor_options: Optional[dict] = None,
+        **fit_options) -> dict:
     """Split, train predictor ``predictor_name`` ("gmn", "deepsets", "statnn"), score it on the test set.
 
-    Returns ``{"r2", "tau", "train", "test", "predicted", "target"}`` (the last two: test-set tensors).
+    ``predictor_options`` go to the predictor (e.g. ``{"num_layers": 2, "residual": True}`` for the GMN), the
+    other keywords to :func:`fit`. Returns ``{"r2", "tau", "train", "test", "predicted", "target"}`` (the last
+    two: test-set tensors).
     """
     if predictor_name not in PREDICTORS:
         raise ValueError(f"predictor must be one of {sorted(PREDICTORS)} (got {predictor_name!r})")
     train, val, test = split(data, setting, seed)
     torch.manual_seed(seed)
-    predictor = PREDICTORS[predictor_name](hidden_dim=hidden_dim)
+    predictor = PREDICTORS[predictor_name](hidden_dim=hidden_dim, **(predictor_options or {}))
     features = predictor.featurize(data.graphs)
 
     def pick(index):

@@ -8,10 +8,11 @@ from typing import Callable, Optional
 __all__ = ["run_demo"]
 
 
-def run_demo(out_dir: str = "gmnfx-demo", *, num_models: int = 192, epochs: int = 60, seed: int = 0,
-             hidden_dim: int = 32, progress: bool = True, log: Optional[Callable[[str], None]] = print) -> dict:
+def run_demo(out_dir: str = "gmnfx-demo", *, num_models: int = 192, epochs: int = 150, seed: int = 0,
+             hidden_dim: int = 32, gmn_layers: int = 2, progress: bool = True,
+             log: Optional[Callable[[str], None]] = print) -> dict:
     """Build (or continue) a ``varying-cnn`` zoo of ``num_models`` in ``out_dir/zoo``, compile it, train the GMN
-    and the StatNN baseline on half of its training split, print test R^2 and Kendall's tau, and write the
+    (``gmn_layers`` layers) and the StatNN baseline on half of its training split, print test R^2 and Kendall's tau, and write the
     predicted-vs-true scatter plot to ``out_dir/accuracy_scatter.png``. Returns the scores per predictor."""
     from gmnfx.tasks.accuracy import accuracy_data, run
     from gmnfx.zoo import Zoo, build_zoo
@@ -25,7 +26,9 @@ def run_demo(out_dir: str = "gmnfx-demo", *, num_models: int = 192, epochs: int 
         f"test accuracies {float(data.accuracy.min()):.2f} to {float(data.accuracy.max()):.2f}")
     results = {}
     for name in ("statnn", "gmn"):
-        results[name] = run(data, name, "50%", seed, epochs=epochs, hidden_dim=hidden_dim, progress=progress)
+        options = {"num_layers": gmn_layers} if name == "gmn" else {}
+        results[name] = run(data, name, "50%", seed, epochs=epochs, hidden_dim=hidden_dim, progress=progress,
+                            predictor_options=options)
     log(f"\naccuracy prediction, {results['gmn']['train']} training models, {results['gmn']['test']} test models:")
     log(f"  {'predictor':10s} {'R^2':>7s} {'tau':>7s}")
     for name, label in (("gmn", "GMN"), ("statnn", "StatNN")):

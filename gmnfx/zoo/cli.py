@@ -37,7 +37,8 @@ def add_demo_command(sub) -> None:
                                    "Kendall's tau, and write a scatter plot. Re-running reuses the zoo.")
     p.add_argument("--out", default="gmnfx-demo", metavar="DIR", help="output directory (default gmnfx-demo)")
     p.add_argument("--n", type=int, default=192, metavar="N", help="models in the zoo (default 192)")
-    p.add_argument("--epochs", type=int, default=60, help="predictor training epochs (default 60)")
+    p.add_argument("--epochs", type=int, default=150, help="predictor training epochs (default 150)")
+    p.add_argument("--gmn-layers", type=int, default=2, help="GMN message-passing layers (default 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
@@ -48,7 +49,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from gmnfx.tasks.demo import run_demo
 
     try:
-        run_demo(args.out, num_models=args.n, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+        run_demo(args.out, num_models=args.n, epochs=args.epochs, seed=args.seed, gmn_layers=args.gmn_layers,
+                 progress=not args.quiet)
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc)) from exc
     return 0
