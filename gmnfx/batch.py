@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from gmnfx.graphs import _CompiledGraph
+from gmnfx.graphs import _CompiledGraph, assemble_edge_feat
 from gmnfx.kernels.segments import Segments, segments_of
 from gmnfx.schema import NodeCol
 
@@ -87,9 +87,7 @@ class GraphBatch:
     @property
     def edge_feat(self) -> torch.Tensor:
         """Float edge features [E, len(EDGE_FEATURES)], assembled as on a single graph."""
-        block = self.block_attrs[self.edge_block.long()]
-        return torch.cat([self.edge_type[:, None].float(), self.edge_weight[:, None].float(), block[:, :1],
-                          self.edge_pos.float(), block[:, 1:]], dim=1)
+        return assemble_edge_feat(self.edge_type, self.edge_weight, self.edge_pos, self.block_attrs, self.edge_block)
 
     def __repr__(self) -> str:
         return f"GraphBatch(num_graphs={self.num_graphs}, num_nodes={self.num_nodes}, num_edges={self.num_edges})"

@@ -39,6 +39,14 @@ _TENSORS = ("edge_index", "edge_weight", "edge_param", "edge_type", "edge_pos", 
 _OPTIONAL_TENSORS = ("edge_tied",)  # absent from files written before it existed: filled with -1 on load
 
 
+def assemble_edge_feat(edge_type: torch.Tensor, edge_weight: torch.Tensor, edge_pos: torch.Tensor,
+                       block_attrs: torch.Tensor, edge_block: torch.Tensor) -> torch.Tensor:
+    """The float matrix [E, len(EDGE_FEATURES)] from the typed edge columns (graphs and batches alike)."""
+    block = block_attrs[edge_block.long()]
+    return torch.cat([edge_type[:, None].float(), edge_weight[:, None].float(), block[:, :1], edge_pos.float(),
+                      block[:, 1:]], dim=1)
+
+
 @dataclass
 class _CompiledGraph:
     num_nodes: int
@@ -88,9 +96,7 @@ class _CompiledGraph:
     @property
     def edge_feat(self) -> torch.Tensor:
         """Float edge features [E, len(EDGE_FEATURES)], built from the typed columns on each access."""
-        block = self.block_attrs[self.edge_block]
-        return torch.cat([self.edge_type[:, None].float(), self.edge_weight[:, None].float(), block[:, :1],
-                          self.edge_pos.float(), block[:, 1:]], dim=1)
+        return assemble_edge_feat(self.edge_type, self.edge_weight, self.edge_pos, self.block_attrs, self.edge_block)
 
     @property
     def node_layer(self) -> torch.Tensor:
