@@ -70,7 +70,6 @@ def plan_edge_chunks(segments: Segments, chunk_size: Optional[int]) -> list[Edge
     return chunks
 
 
-
 EdgeFn = Callable[[EdgeChunk, list[torch.Tensor], list[torch.Tensor]], torch.Tensor]
 ReduceFn = Callable[[EdgeChunk, torch.Tensor, list[torch.Tensor]], torch.Tensor]
 
