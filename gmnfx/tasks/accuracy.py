@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from gmnfx.tasks.distributed import Distributed
 from gmnfx.tasks.metrics import kendall_tau, r2_score
 from gmnfx.tasks.predictors import PREDICTORS, StatNNPredictor
 
@@ -67,35 +68,49 @@ def split(data: AccuracyData, setting: str, seed: int, *, test_fraction: float =
 
 
 def predict(predictor, features: list, *, batch_size: int = 32) -> torch.Tensor:
+    """Predicted accuracies (in the targets' units) for ``features``, on CPU."""
     predictor.eval()
+    device = next(predictor.parameters()).device
     with torch.no_grad():
-        out = [predictor(predictor.collate(features[i:i + batch_size])) for i in range(0, len(features), batch_size)]
+        out = [predictor(_to(predictor.collate(features[i:i + batch_size]), device)).cpu()
+               for i in range(0, len(features), batch_size)]
     return torch.cat(out) * predictor.target_std + predictor.target_mean
 
 
 def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optional[list] = None,
         val_targets: Optional[torch.Tensor] = None, epochs: int = 50, batch_size: int = 32, lr: float = 1e-3,
-        seed: int = 0, progress: bool = False):
-    """Train with MSE on standardized targets (Adam); keeps the weights with the best validation loss."""
+        seed: int = 0, progress: bool = False, distributed: Optional[Distributed] = None):
+    """Train with MSE on standardized targets (Adam); keeps the weights with the best validation loss.
+
+    Under ``torchrun`` (or with ``distributed`` given) every rank takes its share of each minibatch of
+    ``batch_size`` and DDP averages the gradients, so K processes follow the one-process trajectory.
+    """
     from tqdm import tqdm
 
+    ctx = distributed or Distributed.from_env()
     torch.manual_seed(seed)
     if isinstance(predictor, StatNNPredictor):
         predictor.fit_normalization(features)
     predictor.target_mean = float(targets.mean())
     predictor.target_std = float(targets.std()) if len(targets) > 1 and float(targets.std()) > 0 else 1.0
     scaled = (targets - predictor.target_mean) / predictor.target_std
+    predictor.to(ctx.device)
+    model = ctx.wrap(predictor)
     optimizer = torch.optim.Adam(predictor.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     best, best_loss = copy.deepcopy(predictor.state_dict()), float("inf")
-    for _ in tqdm(range(epochs), disable=not progress, desc="fitting", unit="epoch"):
-        predictor.train()
-        order = torch.randperm(len(features), generator=generator)
+    for _ in tqdm(range(epochs), disable=not (progress and ctx.is_main), desc="fitting", unit="epoch"):
+        model.train()
+        order = torch.randperm(len(features), generator=generator).tolist()
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size].tolist()
-            loss = torch.nn.functional.mse_loss(predictor(predictor.collate([features[j] for j in idx])), scaled[idx])
+            batch = order[i:i + batch_size]
+            local = ctx.split_batch(batch)
+            if local is None:
+                continue
+            inputs = _to(predictor.collate([features[j] for j in local]), ctx.device)
+            loss = torch.nn.functional.mse_loss(model(inputs), scaled[local].to(ctx.device))
             optimizer.zero_grad()
-            loss.backward()
+            (loss * ctx.loss_scale(len(local), len(batch))).backward()
             optimizer.step()
         if val_features is not None:
             val_loss = float(((predict(predictor, val_features) - val_targets) ** 2).mean())
@@ -104,6 +119,10 @@ def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optio
     if val_features is not None:
         predictor.load_state_dict(best)
     return predictor
+
+
+def _to(inputs, device: torch.device):
+    return inputs if device.type == "cpu" else inputs.to(device)
 
 
 def run(data: AccuracyData, predictor_name: str, setting: str, seed: int, *, epochs: int = 50,
