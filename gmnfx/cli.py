@@ -8,6 +8,7 @@ Examples::
     gmnfx inspect gmnfx.examples:small_cnn --input-shape 1,3,32,32
     gmnfx draw gmnfx.examples:mlp -o mlp.png
     gmnfx zoo build --family varying-cnn --n 2000 --out zoo/ [--shard 0/2]
+    gmnfx accuracy --zoo zoo/ [--seeds 0,1,2,3,4] [--settings 50%,5%,ood]
 
 Every error a user can cause (a bad ``MODULE:FACTORY``, a malformed
 ``--input-shape``, any :class:`gmnfx.GmnfxError`) is printed as
@@ -262,10 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse graphs with more than N nodes (default: 400)")
     p.set_defaults(func=_cmd_draw)
 
+    from gmnfx.tasks.cli import add_accuracy_command
     from gmnfx.zoo.cli import add_demo_command, add_zoo_commands
 
     add_zoo_commands(sub)
     add_demo_command(sub)
+    add_accuracy_command(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ def run_demo(out_dir: str = "gmnfx-demo", *, num_models: int = 192, epochs: int 
     (``gmn_layers`` layers) and the StatNN baseline on half of its training split, print test R^2 and Kendall's tau, and write the
     predicted-vs-true scatter plot to ``out_dir/accuracy_scatter.png``. Returns the scores per predictor."""
     from gmnfx.tasks.accuracy import accuracy_data, run
+    from gmnfx.tasks.plots import scatter_panels
     from gmnfx.zoo import Zoo, build_zoo
 
     log = log or (lambda message: None)
@@ -34,26 +35,6 @@ def run_demo(out_dir: str = "gmnfx-demo", *, num_models: int = 192, epochs: int 
     for name, label in (("gmn", "GMN"), ("statnn", "StatNN")):
         log(f"  {label:10s} {results[name]['r2']:7.3f} {results[name]['tau']:7.3f}")
     plot = os.path.join(out_dir, "accuracy_scatter.png")
-    _scatter(results, plot)
+    scatter_panels({"50% of the training split": {"GMN": results["gmn"], "StatNN": results["statnn"]}}, plot)
     log(f"scatter plot: {plot}; total {time.perf_counter() - start:.0f} s")
     return {name: {k: r[k] for k in ("r2", "tau", "train", "test")} for name, r in results.items()}
-
-
-def _scatter(results: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for name, label, marker in (("gmn", "GMN", "o"), ("statnn", "StatNN", "x")):
-        r = results[name]
-        ax.scatter(r["target"].numpy(), r["predicted"].numpy(), marker=marker, s=18, alpha=0.8,
-                   label=f"{label} (R$^2$ {r['r2']:.2f}, $\\tau$ {r['tau']:.2f})")
-    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
-    ax.set_xlabel("true test accuracy")
-    ax.set_ylabel("predicted test accuracy")
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -1,0 +1,74 @@
+"""``gmnfx accuracy``: task 1's full table (predictors x settings x seeds) on a zoo, resumable."""
+from __future__ import annotations
+
+import argparse
+import os
+
+__all__ = ["add_accuracy_command"]
+
+
+def add_accuracy_command(sub) -> None:
+    """Register ``gmnfx accuracy`` on the main parser's subparsers."""
+    p = sub.add_parser(
+        "accuracy", help="predict test accuracy from weights: GMN vs baselines, every setting and seed",
+        description="Train and score accuracy predictors (R^2, Kendall's tau on the zoo's test split) in the "
+                    "settings 50%% and 5%% of the training split and out of distribution (train on width <= 16, "
+                    "test on wider), for each seed. Every run is appended to --results as it finishes; re-running "
+                    "skips stored runs. Prints the mean +/- std table and writes a scatter plot of seed 0. "
+                    "Runs data-parallel under `torchrun --nproc_per_node K -m gmnfx accuracy ...`.")
+    p.add_argument("--zoo", required=True, metavar="DIR", help="a zoo built by `gmnfx zoo build`")
+    p.add_argument("--results", metavar="FILE", help="JSON-lines file of runs (default DIR/accuracy-runs.jsonl)")
+    p.add_argument("--predictors", default="gmn,deepsets,statnn", help="comma-separated (default all three)")
+    p.add_argument("--settings", default="50%,5%,ood", help="comma-separated (default 50%%,5%%,ood)")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated integers (default 0,1,2,3,4)")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs of every predictor (default 100)")
+    p.add_argument("--hidden", type=int, default=32, help="hidden width of every predictor (default 32)")
+    p.add_argument("--gmn-layers", type=int, default=2, help="GMN message-passing layers (default 2)")
+    p.add_argument("--plot", metavar="FILE", help="scatter plot of seed 0 (default DIR/accuracy_scatter.png)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_accuracy)
+
+
+def _cmd_accuracy(args: argparse.Namespace) -> int:
+    from gmnfx.cli import CliError
+    from gmnfx.tasks.distributed import Distributed
+    from gmnfx.tasks.table import accuracy_table, format_table, plot_runs
+    from gmnfx.zoo.storage import ZooError
+
+    seeds = _integers(args.seeds, "--seeds")
+    for name, value in (("--epochs", args.epochs), ("--hidden", args.hidden), ("--gmn-layers", args.gmn_layers)):
+        if value < 1:
+            raise CliError(f"{name} must be a positive integer (got {value})")
+    results = args.results or os.path.join(args.zoo, "accuracy-runs.jsonl")
+    try:
+        rows = accuracy_table(args.zoo, results, predictors=_names(args.predictors), settings=_names(args.settings),
+                              seeds=seeds, epochs=args.epochs, hidden_dim=args.hidden, gmn_layers=args.gmn_layers,
+                              progress=not args.quiet)
+    except (ValueError, ZooError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    ctx = Distributed.from_env()
+    if ctx.is_main:
+        print(f"\n{args.zoo}: test R^2 and Kendall's tau, mean ± std over seeds {seeds}\n")
+        print(format_table(rows))
+        if any(r["seed"] == 0 for r in rows):
+            plot = args.plot or os.path.join(args.zoo, "accuracy_scatter.png")
+            plot_runs(rows, plot)
+            print(f"\nscatter plot (seed 0): {plot}; runs: {results}")
+    ctx.close()
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _integers(text: str, option: str) -> list[int]:
+    from gmnfx.cli import CliError
+
+    try:
+        values = [int(item) for item in _names(text)]
+    except ValueError:
+        raise CliError(f"{option}: expected comma-separated integers like 0,1,2 (got {text!r})") from None
+    if not values:
+        raise CliError(f"{option}: expected at least one integer (got {text!r})")
+    return values
