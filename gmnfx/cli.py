@@ -9,6 +9,7 @@ Examples::
     gmnfx draw gmnfx.examples:mlp -o mlp.png
     gmnfx zoo build --family varying-cnn --n 2000 --out zoo/ [--shard 0/2]
     gmnfx accuracy --zoo zoo/ [--seeds 0,1,2,3,4] [--settings 50%,5%,ood]
+    gmnfx inr build --n 1000 --out sirens/ && gmnfx inr edit --zoo sirens/ --target both
 
 Every error a user can cause (a bad ``MODULE:FACTORY``, a malformed
 ``--input-shape``, any :class:`gmnfx.GmnfxError`) is printed as
@@ -31,7 +32,7 @@ import torch.nn as nn
 import gmnfx
 from gmnfx.errors import GmnfxError
 
-__all__ = ["main", "CliError", "parse_input_shape", "load_factory", "build_model", "format_layer_table"]
+__all__ = ["main", "CliError", "usage_errors", "parse_list", "parse_input_shape", "load_factory", "build_model", "format_layer_table"]
 
 EXIT_USAGE = 2
 _SHAPE_ITEM = re.compile(r"\s*[0-9]+\s*")
@@ -39,6 +40,34 @@ _SHAPE_ITEM = re.compile(r"\s*[0-9]+\s*")
 
 class CliError(GmnfxError):
     """A mistake on the command line (bad spec, shape, path)."""
+
+
+@contextlib.contextmanager
+def usage_errors(*errors: type[BaseException]) -> Iterator[None]:
+    """Report ``errors`` (mistakes in a command's arguments or files) as ``gmnfx: error: ...``, no traceback."""
+    try:
+        yield
+    except errors as exc:
+        raise CliError(str(exc)) from exc
+
+
+def parse_list(text: str, option: str, cast=str, allowed=None) -> list:
+    """``"a,b"`` -> ``[cast("a"), cast("b")]``; a :class:`CliError` naming ``option`` for an empty, malformed,
+    unknown or repeated item."""
+    items = [item.strip() for item in text.split(",")]
+    example = "0,1,2" if cast is int else ",".join(allowed or ("a", "b"))
+    if any(not item for item in items):
+        raise CliError(f"{option}: expected a comma-separated list like {example} (got {text!r})")
+    try:
+        values = [cast(item) for item in items]
+    except ValueError:
+        raise CliError(f"{option}: expected comma-separated integers like 0,1,2 (got {text!r})") from None
+    unknown = [v for v in values if allowed is not None and v not in allowed]
+    if unknown:
+        raise CliError(f"{option}: unknown {unknown[0]!r}; choose from {', '.join(map(str, allowed))}")
+    if len(set(values)) != len(values):
+        raise CliError(f"{option}: {text!r} names an item twice")
+    return values
 
 
 # ---------------------------------------------------------------------- parsing helpers
@@ -264,11 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_draw)
 
     from gmnfx.tasks.cli import add_accuracy_command
+    from gmnfx.tasks.inr_cli import add_inr_commands
     from gmnfx.zoo.cli import add_demo_command, add_zoo_commands
 
     add_zoo_commands(sub)
     add_demo_command(sub)
     add_accuracy_command(sub)
+    add_inr_commands(sub)
     return parser
 
 

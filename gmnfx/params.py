@@ -1,4 +1,4 @@
-"""Flat parameter indexing: ``flat_parameters`` and ``write_parameters``.
+"""Flat parameter indexing: ``flat_parameters``, ``write_parameters`` and ``functional_parameters``.
 
 Parameter-graph edges point into ``flat_parameters(model)`` through
 ``edge_param``. :class:`ParamTable` maps every parameter (tied ones once) to
@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from gmnfx.errors import GmnfxError, InputShapeError
 
-__all__ = ["flat_parameters", "write_parameters", "check_model_matches", "ParamTable", "ParamEntry"]
+__all__ = ["flat_parameters", "write_parameters", "functional_parameters", "check_model_matches", "ParamTable",
+           "ParamEntry"]
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
@@ -136,3 +137,55 @@ def write_parameters(model: nn.Module, graph, edge_values: torch.Tensor) -> nn.M
         p.copy_(flat[offset : offset + n].view_as(p))  # copy_ casts to p's dtype and device
         offset += n
     return model
+
+
+def functional_parameters(model: nn.Module, graph, edge_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The parameters ``model`` would hold after writing ``edge_values`` into it, as a differentiable dict.
+
+    The out-of-place, autograd- and ``vmap``-friendly counterpart of :func:`write_parameters`: every
+    parameter with an owning edge (``graph.edge_param >= 0``) takes that edge's value (the mean of its edges
+    in a computation graph), every other one keeps the model's value; ``model`` is not modified. Leading
+    dimensions of ``edge_values`` are batch dimensions (many edits of one architecture at once) and lead
+    every returned tensor. Values take ``edge_values``' dtype and device.
+
+    Args:
+        model: the model ``graph`` was compiled from (same parameter names and shapes).
+        graph: a ``ParameterGraph`` or ``ComputationGraph``.
+        edge_values: ``[..., num_edges]`` new edge values, e.g. ``graph.edge_weight + delta``.
+
+    Returns:
+        ``{name: tensor [..., *shape]}`` for every parameter (tied ones once), in ``model.named_parameters()``
+        order: ``torch.func.functional_call(model, functional_parameters(model, graph, v), x)`` runs the edited
+        model (``torch.vmap`` over the leading dimension for a batch of edits).
+
+    Example:
+        >>> import gmnfx
+        >>> model = nn.Linear(3, 2)
+        >>> graph = gmnfx.compile(model, torch.zeros(1, 3))
+        >>> p = functional_parameters(model, graph, graph.edge_weight + 1.0)
+        >>> torch.allclose(p["bias"], model.bias + 1.0)
+        True
+    """
+    if not isinstance(edge_values, torch.Tensor):
+        raise TypeError(f"functional_parameters: expected edge_values to be a tensor (got "
+                        f"{type(edge_values).__name__}); pass e.g. graph.edge_weight + delta")
+    if not hasattr(graph, "edge_param") or not hasattr(graph, "param_signature"):
+        raise TypeError(f"functional_parameters: expected a ParameterGraph or ComputationGraph from gmnfx.compile "
+                        f"(got {type(graph).__name__}); for a GraphBatch pass one graph of it")
+    if edge_values.dim() < 1 or edge_values.shape[-1] != graph.num_edges:
+        raise InputShapeError(
+            f"functional_parameters: expected edge_values of shape (..., {graph.num_edges}), one value per edge of "
+            f"the graph (got {tuple(edge_values.shape)}); edges come in the order of graph.edge_index")
+    check_model_matches(model, graph, "functional_parameters")
+    table = ParamTable(model)
+    lead = edge_values.shape[:-1]
+    mask = graph.edge_param >= 0
+    index = graph.edge_param[mask].to(edge_values.device)
+    flat_shape = (*lead, table.num_parameters)
+    summed = edge_values.new_zeros(flat_shape).index_add(-1, index, edge_values[..., mask.to(edge_values.device)])
+    count = torch.zeros(table.num_parameters, dtype=edge_values.dtype, device=edge_values.device)
+    count = count.index_add(0, index, torch.ones_like(index, dtype=edge_values.dtype))
+    own = [p.reshape(-1) for p in model.parameters()]
+    own_flat = torch.cat(own).to(edge_values) if own else edge_values.new_zeros(0)
+    flat = torch.where(count > 0, summed / count.clamp_min(1), own_flat)
+    return {e.name: flat[..., e.offset:e.offset + e.numel].reshape(*lead, *e.shape) for e in table.entries}

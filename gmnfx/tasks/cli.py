@@ -30,22 +30,24 @@ def add_accuracy_command(sub) -> None:
 
 
 def _cmd_accuracy(args: argparse.Namespace) -> int:
-    from gmnfx.cli import CliError
+    from gmnfx.cli import CliError, parse_list, usage_errors
+    from gmnfx.tasks.accuracy import SETTINGS
     from gmnfx.tasks.distributed import Distributed
+    from gmnfx.tasks.predictors import PREDICTORS
     from gmnfx.tasks.table import accuracy_table, format_table, plot_runs
     from gmnfx.zoo.storage import ZooError
 
-    seeds = _integers(args.seeds, "--seeds")
+    seeds = parse_list(args.seeds, "--seeds", cast=int)
+    predictors = parse_list(args.predictors, "--predictors", allowed=tuple(PREDICTORS))
+    settings = parse_list(args.settings, "--settings", allowed=SETTINGS)
     for name, value in (("--epochs", args.epochs), ("--hidden", args.hidden), ("--gmn-layers", args.gmn_layers)):
         if value < 1:
             raise CliError(f"{name} must be a positive integer (got {value})")
     results = args.results or os.path.join(args.zoo, "accuracy-runs.jsonl")
-    try:
-        rows = accuracy_table(args.zoo, results, predictors=_names(args.predictors), settings=_names(args.settings),
-                              seeds=seeds, epochs=args.epochs, hidden_dim=args.hidden, gmn_layers=args.gmn_layers,
+    with usage_errors(ValueError, ZooError, OSError):
+        rows = accuracy_table(args.zoo, results, predictors=predictors, settings=settings, seeds=seeds,
+                              epochs=args.epochs, hidden_dim=args.hidden, gmn_layers=args.gmn_layers,
                               progress=not args.quiet)
-    except (ValueError, ZooError, OSError) as exc:
-        raise CliError(str(exc)) from exc
     ctx = Distributed.from_env()
     if ctx.is_main:
         print(f"\n{args.zoo}: test R^2 and Kendall's tau, mean ± std over seeds {seeds}\n")
@@ -56,19 +58,3 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
             print(f"\nscatter plot (seed 0): {plot}; runs: {results}")
     ctx.close()
     return 0
-
-
-def _names(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _integers(text: str, option: str) -> list[int]:
-    from gmnfx.cli import CliError
-
-    try:
-        values = [int(item) for item in _names(text)]
-    except ValueError:
-        raise CliError(f"{option}: expected comma-separated integers like 0,1,2 (got {text!r})") from None
-    if not values:
-        raise CliError(f"{option}: expected at least one integer (got {text!r})")
-    return values

@@ -2,7 +2,7 @@
 
 Results live in a JSON-lines file, one run per line::
 
-    {"format": "gmnfx-accuracy-run", "zoo": ROOT, "predictor": "gmn", "setting": "50%", "seed": 0,
+    {"format": "gmnfx-accuracy-run", "zoo": ROOT, "models": 2000, "predictor": "gmn", "setting": "50%", "seed": 0,
      "options": {...}, "r2": ..., "tau": ..., "train": ..., "test": ..., "seconds": ...,
      "target": [...], "predicted": [...]}
 
@@ -91,6 +91,9 @@ def accuracy_table(zoo_root: str, results_path: str, *, predictors: Sequence[str
             raise ValueError(f"unknown setting {setting!r}; known: {list(SETTINGS)}")
     seeds = list(seeds)
     zoo = Zoo.open(zoo_root)
+    num_models = len(zoo.ids())  # part of a run's key: a zoo that grew since is scored again
+    if zoo.missing():
+        log(f"note: {zoo_root} has {num_models} of {zoo.manifest.get('n')} models (its build is unfinished)")
     stored = read_results(results_path)
     ctx.barrier()  # every rank has read the file before rank 0 appends to it
     rows = []
@@ -101,8 +104,8 @@ def accuracy_table(zoo_root: str, results_path: str, *, predictors: Sequence[str
                 options = {"epochs": epochs, "hidden_dim": hidden_dim}
                 if name == "gmn":
                     options["num_layers"] = gmn_layers
-                key = {"zoo": os.path.abspath(zoo_root), "predictor": name, "setting": setting, "seed": seed,
-                       "options": options}
+                key = {"zoo": os.path.abspath(zoo_root), "models": num_models, "predictor": name,
+                       "setting": setting, "seed": seed, "options": options}
                 done = next((r for r in stored if all(r.get(k) == v for k, v in key.items())), None)
                 if done is not None:
                     rows.append(done)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-from typing import Iterator
 
 __all__ = ["add_zoo_commands", "add_demo_command"]
 
@@ -46,40 +44,32 @@ def add_demo_command(sub) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
-@contextlib.contextmanager
-def _as_usage_errors(*errors: type[BaseException]) -> Iterator[None]:
-    """Report ``errors`` (mistakes in the arguments or the directory) as ``gmnfx: error: ...``, no traceback."""
-    from gmnfx.cli import CliError
-
-    try:
-        yield
-    except errors as exc:
-        raise CliError(str(exc)) from exc
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from gmnfx.cli import usage_errors
     from gmnfx.tasks.demo import run_demo
 
-    with _as_usage_errors(ValueError, TypeError):
+    with usage_errors(ValueError, TypeError):
         run_demo(args.out, num_models=args.n, epochs=args.epochs, seed=args.seed, gmn_layers=args.gmn_layers,
                  progress=not args.quiet)
     return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    from gmnfx.cli import usage_errors
     from gmnfx.zoo.build import build_zoo
     from gmnfx.zoo.storage import parse_shard
 
-    with _as_usage_errors(ValueError, TypeError):
+    with usage_errors(ValueError, TypeError):
         build_zoo(args.out, args.family, args.n, seed=args.seed, shard=parse_shard(args.shard),
                   group_size=args.group_size, progress=not args.quiet)
     return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from gmnfx.cli import usage_errors
     from gmnfx.zoo.storage import Zoo
 
-    with _as_usage_errors(ValueError, OSError):
+    with usage_errors(ValueError, OSError):
         zoo = Zoo.open(args.root)
     accuracies = sorted(r["metrics"]["test_acc"] for r in zoo.records if "metrics" in r)
     print(f"zoo {args.root}: family {zoo.manifest.get('family')}, {len(zoo)} of {zoo.manifest.get('n')} models")

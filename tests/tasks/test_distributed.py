@@ -3,14 +3,12 @@ like one process on the same global minibatches."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from ddp_fit_worker import fit_tiny
+from torchrun_helpers import run_torchrun
 from gmnfx.tasks.distributed import Distributed
 
 WORKER = os.path.join(os.path.dirname(__file__), "ddp_fit_worker.py")
@@ -46,20 +44,9 @@ def test_missing_rendezvous_variables_are_named(monkeypatch):
         Distributed.from_env()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("name", ["gmn", "statnn"])
 def test_two_gloo_processes_under_torchrun_match_one_process(name, tmp_path, monkeypatch):
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["CUDA_VISIBLE_DEVICES"] = ""  # gloo on CPU even where a GPU exists
-    env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), WORKER, name, str(tmp_path)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = run_torchrun(WORKER, name, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     saved = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert [s["rank"] for s in saved] == [0, 1] and all(s["world_size"] == 2 for s in saved)
