@@ -1,8 +1,8 @@
 """Task 1: predict a trained network's test accuracy from its weights.
 
 Settings (the GMN paper's): ``"50%"`` and ``"5%"`` train on that fraction of the training split and test on
-the zoo's fixed test split; ``"ood"`` trains on narrow networks (width <= ``ood_max_width``) and tests on the
-wider ones. Scores: R^2 and Kendall's tau on the test set.
+the zoo's fixed test split; ``"ood"`` trains on narrow networks (width <= ``ood_max_width``), as many as ``"50%"``
+does, and tests on the wider ones. Scores: R^2 and Kendall's tau on the test set.
 """
 from __future__ import annotations
 
@@ -44,10 +44,17 @@ def accuracy_data(zoo, *, progress: bool = False) -> AccuracyData:
 
 def split(data: AccuracyData, setting: str, seed: int, *, test_fraction: float = 0.2, val_fraction: float = 0.1,
           ood_max_width: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(train, val, test)`` model indices. The in-distribution test split is the same for every seed."""
+    """``(train, val, test)`` model indices. The in-distribution test split is the same for every seed.
+
+    ``"ood"`` tests on every model wider than ``ood_max_width`` and trains on narrow ones, as many as the
+    ``"50%"`` setting trains on (fewer if the zoo has fewer narrow models), so that the two settings differ only
+    in the distribution shift.
+    """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS} (got {setting!r})")
     m = len(data.accuracy)
+    num_test, num_val = max(1, round(m * test_fraction)), max(1, round(m * val_fraction))
+    half = max(2, round((m - num_test - num_val) * 0.5))
     if setting == "ood":
         narrow = (data.width <= ood_max_width).nonzero().flatten()
         test = (data.width > ood_max_width).nonzero().flatten()
@@ -57,12 +64,10 @@ def split(data: AccuracyData, setting: str, seed: int, *, test_fraction: float =
                              f"to test on (widths in this zoo: {widths})")
         pool = narrow[torch.randperm(len(narrow), generator=torch.Generator().manual_seed(seed))]
         num_val = max(1, round(len(pool) * val_fraction))
-        return pool[num_val:], pool[:num_val], test
+        return pool[num_val:num_val + half], pool[:num_val], test
     order = torch.randperm(m, generator=torch.Generator().manual_seed(0))
-    num_test, num_val = max(1, round(m * test_fraction)), max(1, round(m * val_fraction))
     test, val, pool = order[:num_test], order[num_test:num_test + num_val], order[num_test + num_val:]
-    fraction = 0.5 if setting == "50%" else 0.05
-    keep = max(2, round(len(pool) * fraction))
+    keep = half if setting == "50%" else max(2, round(len(pool) * 0.05))
     train = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:keep]]
     return train, val, test
 

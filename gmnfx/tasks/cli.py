@@ -21,7 +21,7 @@ def add_accuracy_command(sub) -> None:
     p.add_argument("--predictors", default="gmn,deepsets,statnn", help="comma-separated (default all three)")
     p.add_argument("--settings", default="50%,5%,ood", help="comma-separated (default 50%%,5%%,ood)")
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated integers (default 0,1,2,3,4)")
-    p.add_argument("--epochs", type=int, default=100, help="training epochs of every predictor (default 100)")
+    p.add_argument("--epochs", type=int, default=50, help="training epochs of every predictor (default 50)")
     p.add_argument("--hidden", type=int, default=32, help="hidden width of every predictor (default 32)")
     p.add_argument("--gmn-layers", type=int, default=2, help="GMN message-passing layers (default 2)")
     p.add_argument("--plot", metavar="FILE", help="scatter plot of seed 0 (default DIR/accuracy_scatter.png)")

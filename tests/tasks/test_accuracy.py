@@ -30,6 +30,13 @@ def test_ood_split_trains_narrow_and_tests_wide():
     train, val, test = split(data, "ood", seed=0)
     assert bool((data.width[train] <= 16).all()) and bool((data.width[val] <= 16).all())
     assert bool((data.width[test] > 16).all()) and len(test) == 10
+    assert not set(train.tolist()) & set(val.tolist())
+    assert len(train) == len(split(data, "50%", seed=0)[0]) == 14  # as many as 50%: only the distribution shifts
+    few_narrow = _data(wide_every=2)  # 20 narrow models: 2 for validation, the other 18 (> 14) capped at 14
+    assert len(split(few_narrow, "ood", seed=0)[0]) == 14
+    fewer = _data(m=40, wide_every=1)
+    fewer.width[:8] = 8  # 8 narrow: 1 validates, 7 train
+    assert len(split(fewer, "ood", seed=0)[0]) == 7
 
 
 def test_ood_split_without_wide_models_names_the_widths():
