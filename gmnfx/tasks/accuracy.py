@@ -7,6 +7,7 @@ does, and tests on the wider ones. Scores: R^2 and Kendall's tau on the test set
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -84,14 +85,19 @@ def predict(predictor, features: list, *, batch_size: int = 32) -> torch.Tensor:
 
 def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optional[list] = None,
         val_targets: Optional[torch.Tensor] = None, epochs: int = 50, batch_size: int = 32, lr: float = 1e-3,
-        seed: int = 0, progress: bool = False, distributed: Optional[Distributed] = None):
+        min_steps: int = 0, schedule: str = "constant", seed: int = 0, progress: bool = False,
+        distributed: Optional[Distributed] = None):
     """Train with MSE on standardized targets (Adam); keeps the weights with the best validation loss.
 
-    Under ``torchrun`` (or with ``distributed`` given) every rank takes its share of each minibatch of
-    ``batch_size`` and DDP averages the gradients, so K processes follow the one-process trajectory.
+    Trains ``epochs`` epochs, or more when that is fewer than ``min_steps`` optimizer steps (small training
+    sets get as many updates as large ones). ``schedule="cosine"`` decays the learning rate from ``lr`` to 0
+    over the run. Under ``torchrun`` (or with ``distributed`` given) every rank takes its share of each minibatch
+    of ``batch_size`` and DDP averages the gradients, so K processes follow the one-process trajectory.
     """
     from tqdm import tqdm
 
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine' (got {schedule!r})")
     ctx = distributed or Distributed.from_env()
     torch.manual_seed(seed)
     if isinstance(predictor, StatNNPredictor):
@@ -101,7 +107,13 @@ def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optio
     scaled = (targets - predictor.target_mean) / predictor.target_std
     predictor.to(ctx.device)
     model = ctx.wrap(predictor)
+    steps_per_epoch = math.ceil(len(features) / batch_size)
+    epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
+    total_steps = epochs * steps_per_epoch
     optimizer = torch.optim.Adam(predictor.parameters(), lr=lr)
+    decay = (lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))) if schedule == "cosine" \
+        else (lambda step: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     generator = torch.Generator().manual_seed(seed)
     best, best_loss = copy.deepcopy(predictor.state_dict()), float("inf")
     for _ in tqdm(range(epochs), disable=not (progress and ctx.is_main), desc="fitting", unit="epoch"):
@@ -110,13 +122,13 @@ def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optio
         for i in range(0, len(order), batch_size):
             batch = order[i:i + batch_size]
             local = ctx.split_batch(batch)
-            if local is None:
-                continue
-            inputs = _to(predictor.collate([features[j] for j in local]), ctx.device)
-            loss = torch.nn.functional.mse_loss(model(inputs), scaled[local].to(ctx.device))
-            optimizer.zero_grad()
-            (loss * ctx.loss_scale(len(local), len(batch))).backward()
-            optimizer.step()
+            if local is not None:
+                inputs = _to(predictor.collate([features[j] for j in local]), ctx.device)
+                loss = torch.nn.functional.mse_loss(model(inputs), scaled[local].to(ctx.device))
+                optimizer.zero_grad()
+                (loss * ctx.loss_scale(len(local), len(batch))).backward()
+                optimizer.step()
+            scheduler.step()
         if val_features is not None:
             val_loss = float(((predict(predictor, val_features) - val_targets) ** 2).mean())
             if val_loss < best_loss:

@@ -22,6 +22,11 @@ def add_accuracy_command(sub) -> None:
     p.add_argument("--settings", default="50%,5%,ood", help="comma-separated (default 50%%,5%%,ood)")
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated integers (default 0,1,2,3,4)")
     p.add_argument("--epochs", type=int, default=50, help="training epochs of every predictor (default 50)")
+    p.add_argument("--min-steps", type=int, default=0,
+                   help="train at least this many optimizer steps, adding epochs for small training sets (default 0)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--schedule", default="constant", choices=("constant", "cosine"),
+                   help="learning-rate schedule (default constant)")
     p.add_argument("--hidden", type=int, default=32, help="hidden width of every predictor (default 32)")
     p.add_argument("--gmn-layers", type=int, default=2, help="GMN message-passing layers (default 2)")
     p.add_argument("--plot", metavar="FILE", help="scatter plot of seed 0 (default DIR/accuracy_scatter.png)")
@@ -43,11 +48,13 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     for name, value in (("--epochs", args.epochs), ("--hidden", args.hidden), ("--gmn-layers", args.gmn_layers)):
         if value < 1:
             raise CliError(f"{name} must be a positive integer (got {value})")
+    if args.min_steps < 0 or not args.lr > 0:
+        raise CliError(f"--min-steps must be >= 0 and --lr > 0 (got {args.min_steps} and {args.lr})")
     results = args.results or os.path.join(args.zoo, "accuracy-runs.jsonl")
     with usage_errors(ValueError, ZooError, OSError):
         rows = accuracy_table(args.zoo, results, predictors=predictors, settings=settings, seeds=seeds,
-                              epochs=args.epochs, hidden_dim=args.hidden, gmn_layers=args.gmn_layers,
-                              progress=not args.quiet)
+                              epochs=args.epochs, hidden_dim=args.hidden, gmn_layers=args.gmn_layers, lr=args.lr,
+                              schedule=args.schedule, min_steps=args.min_steps, progress=not args.quiet)
     ctx = Distributed.from_env()
     if ctx.is_main:
         print(f"\n{args.zoo}: test R^2 and Kendall's tau, mean ± std over seeds {seeds}\n")

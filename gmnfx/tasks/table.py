@@ -75,10 +75,15 @@ def append_result(path: str, row: dict) -> None:
 
 def accuracy_table(zoo_root: str, results_path: str, *, predictors: Sequence[str] = tuple(PREDICTORS),
                    settings: Sequence[str] = SETTINGS, seeds: Iterable[int] = range(5), epochs: int = 50,
-                   hidden_dim: int = 32, gmn_layers: int = 2, progress: bool = False,
+                   hidden_dim: int = 32, gmn_layers: int = 2, lr: float = 1e-3, schedule: str = "constant",
+                   min_steps: int = 0, progress: bool = False,
                    log: Optional[Callable[[str], None]] = print) -> list[dict]:
     """Train and score every predictor in every setting for every seed on the zoo at ``zoo_root``; return the
-    runs for these options (stored ones included). Runs already in ``results_path`` are not repeated."""
+    runs for these options (stored ones included). Runs already in ``results_path`` are not repeated.
+
+    Every predictor trains the same way (:func:`gmnfx.tasks.accuracy.fit`): ``epochs`` epochs or at least
+    ``min_steps`` steps, Adam at ``lr`` with the ``schedule``; ``hidden_dim`` wide, the GMN ``gmn_layers`` deep.
+    """
     from gmnfx.zoo import Zoo
 
     ctx = Distributed.from_env()
@@ -101,7 +106,8 @@ def accuracy_table(zoo_root: str, results_path: str, *, predictors: Sequence[str
     for seed in seeds:  # seed by seed: a stopped table has complete rows for its first seeds
         for setting in settings:
             for name in predictors:
-                options = {"epochs": epochs, "hidden_dim": hidden_dim}
+                options = {"epochs": epochs, "hidden_dim": hidden_dim, "lr": lr, "schedule": schedule,
+                           "min_steps": min_steps}
                 if name == "gmn":
                     options["num_layers"] = gmn_layers
                 key = {"zoo": os.path.abspath(zoo_root), "models": num_models, "predictor": name,
@@ -115,7 +121,7 @@ def accuracy_table(zoo_root: str, results_path: str, *, predictors: Sequence[str
                 start = time.perf_counter()
                 extra = {"num_layers": gmn_layers} if name == "gmn" else {}
                 result = run(data, name, setting, seed, epochs=epochs, hidden_dim=hidden_dim, progress=progress,
-                             predictor_options=extra)
+                             predictor_options=extra, lr=lr, schedule=schedule, min_steps=min_steps)
                 row = {**key, "r2": result["r2"], "tau": result["tau"], "train": result["train"],
                        "test": result["test"], "seconds": round(time.perf_counter() - start, 1),
                        "target": result["target"].tolist(), "predicted": result["predicted"].tolist()}

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gmnfx.tasks.accuracy import AccuracyData, accuracy_data, run, split
-from gmnfx.tasks.predictors import STATS_PER_LAYER, weight_statistics
+from gmnfx.tasks.accuracy import AccuracyData, accuracy_data, fit, run, split
+from gmnfx.tasks.predictors import STATS_PER_LAYER, StatNNPredictor, weight_statistics
 from gmnfx.zoo import Zoo, build_zoo
 from gmnfx.zoo.families import ARCH_BLOCK
 
@@ -75,3 +75,26 @@ def test_every_predictor_trains_and_scores_end_to_end(tiny_zoo_data, predictor):
     result = run(tiny_zoo_data, predictor, "50%", seed=0, epochs=2, hidden_dim=8)
     assert result["train"] == 4 and result["test"] == 2
     assert -100 < result["r2"] <= 1 and -1 <= result["tau"] <= 1
+
+
+class _CountingStatNN(StatNNPredictor):
+    def __init__(self):
+        super().__init__(hidden_dim=4, max_layers=1)
+        self.train_calls = 0
+
+    def forward(self, features):
+        self.train_calls += int(self.training)
+        return super().forward(features)
+
+
+@pytest.mark.parametrize("epochs, min_steps, expected", [(1, 10, 10), (3, 0, 6), (6, 5, 12)])
+def test_fit_trains_epochs_or_at_least_min_steps(epochs, min_steps, expected):
+    features = [torch.randn((1 + 1) * STATS_PER_LAYER) for _ in range(8)]
+    predictor = _CountingStatNN()
+    fit(predictor, features, torch.rand(8), epochs=epochs, min_steps=min_steps, batch_size=4, schedule="cosine")
+    assert predictor.train_calls == expected  # 2 steps per epoch
+
+
+def test_fit_refuses_an_unknown_schedule():
+    with pytest.raises(ValueError, match="schedule must be 'constant' or 'cosine'"):
+        fit(_CountingStatNN(), [torch.zeros(14)] * 2, torch.rand(2), schedule="linear")
