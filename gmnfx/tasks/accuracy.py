@@ -85,14 +85,16 @@ def predict(predictor, features: list, *, batch_size: int = 32) -> torch.Tensor:
 
 def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optional[list] = None,
         val_targets: Optional[torch.Tensor] = None, epochs: int = 50, batch_size: int = 32, lr: float = 1e-3,
-        min_steps: int = 0, schedule: str = "constant", seed: int = 0, progress: bool = False,
-        distributed: Optional[Distributed] = None):
+        min_steps: int = 0, schedule: str = "constant", max_validations: int = 100, seed: int = 0,
+        progress: bool = False, distributed: Optional[Distributed] = None):
     """Train with MSE on standardized targets (Adam); keeps the weights with the best validation loss.
 
     Trains ``epochs`` epochs, or more when that is fewer than ``min_steps`` optimizer steps (small training
     sets get as many updates as large ones). ``schedule="cosine"`` decays the learning rate from ``lr`` to 0
-    over the run. Under ``torchrun`` (or with ``distributed`` given) every rank takes its share of each minibatch
-    of ``batch_size`` and DDP averages the gradients, so K processes follow the one-process trajectory.
+    over the run. The validation loss is measured after every epoch, or every few epochs so that at most about
+    ``max_validations`` are measured, and after the last. Under ``torchrun`` (or with ``distributed`` given)
+    every rank takes its share of each minibatch of ``batch_size`` and DDP averages the gradients, so K
+    processes follow the one-process trajectory.
     """
     from tqdm import tqdm
 
@@ -116,7 +118,8 @@ def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optio
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     generator = torch.Generator().manual_seed(seed)
     best, best_loss = copy.deepcopy(predictor.state_dict()), float("inf")
-    for _ in tqdm(range(epochs), disable=not (progress and ctx.is_main), desc="fitting", unit="epoch"):
+    val_every = max(1, epochs // max_validations)
+    for epoch in tqdm(range(1, epochs + 1), disable=not (progress and ctx.is_main), desc="fitting", unit="epoch"):
         model.train()
         order = torch.randperm(len(features), generator=generator).tolist()
         for i in range(0, len(order), batch_size):
@@ -129,7 +132,7 @@ def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optio
                 (loss * ctx.loss_scale(len(local), len(batch))).backward()
                 optimizer.step()
             scheduler.step()
-        if val_features is not None:
+        if val_features is not None and (epoch % val_every == 0 or epoch == epochs):
             val_loss = float(((predict(predictor, val_features) - val_targets) ** 2).mean())
             if val_loss < best_loss:
                 best, best_loss = copy.deepcopy(predictor.state_dict()), val_loss
