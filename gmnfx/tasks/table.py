@@ -184,5 +184,6 @@ def format_table(rows: Sequence[dict], *, metric_names: Sequence[str] = ("r2", "
             text = f"{mean:.3f}" + (f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
             cells.append(f"**{text}**" if mean == best[column] else text)
         seeds = sorted({r["seed"] for r in rows if r["predictor"] == name})
-        lines.append(f"| {LABELS.get(name, name)} ({len(seeds)} seeds) | " + " | ".join(cells) + " |")
+        count = f"{len(seeds)} seed" + ("s" if len(seeds) != 1 else "")
+        lines.append(f"| {LABELS.get(name, name)} ({count}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)

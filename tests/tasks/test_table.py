@@ -77,7 +77,7 @@ def test_accuracy_command_prints_the_table_and_plots_seed_0(tiny_zoo, tmp_path, 
             "--settings", "50%,5%", "--seeds", "0", "--epochs", "2", "--plot", str(plot), "-q"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "| GMN (1 seeds) |" in out and "| StatNN (1 seeds) |" in out and "5% τ" in out
+    assert "| GMN (1 seed) |" in out and "| StatNN (1 seed) |" in out and "5% τ" in out
     assert plot.stat().st_size > 10_000
 
 
