@@ -12,8 +12,9 @@ def run_demo(out_dir: str = "gmnfx-demo", *, num_models: int = 192, epochs: int 
              hidden_dim: int = 32, gmn_layers: int = 2, progress: bool = True,
              log: Optional[Callable[[str], None]] = print) -> dict:
     """Build (or continue) a ``varying-cnn`` zoo of ``num_models`` in ``out_dir/zoo``, compile it, train the GMN
-    (``gmn_layers`` layers) and the StatNN baseline on half of its training split, print test R^2 and Kendall's tau, and write the
-    predicted-vs-true scatter plot to ``out_dir/accuracy_scatter.png``. Returns the scores per predictor."""
+    (``gmn_layers`` layers) and the StatNN baseline on half of its training split, print test R^2 and Kendall's
+    tau, and write the predicted-vs-true scatter plot to ``out_dir/accuracy_scatter.png``. Returns the scores per
+    predictor."""
     from gmnfx.tasks.accuracy import accuracy_data, run
     from gmnfx.tasks.plots import scatter_panels
     from gmnfx.zoo import Zoo, build_zoo

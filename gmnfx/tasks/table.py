@@ -106,10 +106,9 @@ def accuracy_table(zoo_root: str, results_path: str, *, predictors: Sequence[str
     for seed in seeds:  # seed by seed: a stopped table has complete rows for its first seeds
         for setting in settings:
             for name in predictors:
+                architecture = {"num_layers": gmn_layers} if name == "gmn" else {}
                 options = {"epochs": epochs, "hidden_dim": hidden_dim, "lr": lr, "schedule": schedule,
-                           "min_steps": min_steps}
-                if name == "gmn":
-                    options["num_layers"] = gmn_layers
+                           "min_steps": min_steps, **architecture}
                 key = {"zoo": os.path.abspath(zoo_root), "models": num_models, "predictor": name,
                        "setting": setting, "seed": seed, "options": options}
                 done = next((r for r in stored if all(r.get(k) == v for k, v in key.items())), None)
@@ -119,9 +118,8 @@ def accuracy_table(zoo_root: str, results_path: str, *, predictors: Sequence[str
                 if data is None:
                     data = _load_once(zoo, ctx, progress)
                 start = time.perf_counter()
-                extra = {"num_layers": gmn_layers} if name == "gmn" else {}
                 result = run(data, name, setting, seed, epochs=epochs, hidden_dim=hidden_dim, progress=progress,
-                             predictor_options=extra, lr=lr, schedule=schedule, min_steps=min_steps)
+                             predictor_options=architecture, lr=lr, schedule=schedule, min_steps=min_steps)
                 row = {**key, "r2": result["r2"], "tau": result["tau"], "train": result["train"],
                        "test": result["test"], "seconds": round(time.perf_counter() - start, 1),
                        "target": result["target"].tolist(), "predicted": result["predicted"].tolist()}
@@ -140,6 +138,10 @@ def _load_once(zoo, ctx: Distributed, progress: bool):
     return data if data is not None else accuracy_data(zoo)
 
 
+_SETTING_TITLES = {"50%": "50% of the training split", "5%": "5% of the training split",
+                   "ood": "out of distribution (wider)"}
+
+
 def plot_runs(rows: Sequence[dict], path: str, *, seed: int = 0) -> None:
     """Predicted vs true test accuracy of seed ``seed``: one panel per setting, one series per predictor."""
     panels = {}
@@ -151,10 +153,6 @@ def plot_runs(rows: Sequence[dict], path: str, *, seed: int = 0) -> None:
     if not panels:
         raise ValueError(f"no runs with seed {seed} to plot")
     scatter_panels(panels, path)
-
-
-_SETTING_TITLES = {"50%": "50% of the training split", "5%": "5% of the training split",
-                   "ood": "out of distribution (wider)"}
 
 
 def format_table(rows: Sequence[dict], *, metric_names: Sequence[str] = ("r2", "tau")) -> str:

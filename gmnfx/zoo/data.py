@@ -50,15 +50,20 @@ def split_dataset(name: str, inputs: torch.Tensor, labels: torch.Tensor, *, test
     return Dataset(name, inputs[train], labels[train], inputs[test], labels[test], int(labels.max()) + 1)
 
 
-def load_digits(seed: int = 0) -> Dataset:
-    """scikit-learn's 8x8 digits as ``[N, 1, 8, 8]`` images scaled to [0, 1]; 30% held out for testing."""
+def digit_arrays() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 of scikit-learn's 8x8 digits: images ``[N, 1, 8, 8]`` scaled to [0, 1], and labels ``[N]``."""
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as e:  # pragma: no cover - scikit-learn is a dependency
         raise ImportError("the digits dataset comes with scikit-learn: pip install scikit-learn") from e
     digits = sklearn_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
-    return split_dataset("digits", images, torch.tensor(digits.target), seed=seed)
+    return torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0, torch.tensor(digits.target)
+
+
+def load_digits(seed: int = 0) -> Dataset:
+    """scikit-learn's 8x8 digits as ``[N, 1, 8, 8]`` images scaled to [0, 1]; 30% held out for testing."""
+    images, labels = digit_arrays()
+    return split_dataset("digits", images, labels, seed=seed)
 
 
 DATASETS = {"digits": load_digits}

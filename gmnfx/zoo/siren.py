@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from gmnfx.zoo.data import digit_arrays
+
 __all__ = ["Sine", "Siren", "siren_init_", "digit_images", "pixel_grid", "dilate", "contrast", "TARGETS",
            "edit_target", "fit_sirens", "build_siren_zoo", "siren_from_manifest", "load_siren", "siren_images"]
 
@@ -108,13 +110,10 @@ def digit_images(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """All 1,797 scikit-learn digits as ``[N, 1, size, size]`` in ``[0, 1]`` (bilinear upsampling), and labels."""
     if size < 8:
         raise ValueError(f"expected an image size >= 8, the digits' own resolution (got {size})")
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
+    images, labels = digit_arrays()
     if size != 8:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-    return images, torch.tensor(digits.target)
+    return images, labels
 
 
 def pixel_grid(size: int) -> torch.Tensor:
