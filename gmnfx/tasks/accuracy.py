@@ -80,7 +80,7 @@ def predict(predictor, features: list, *, batch_size: int = 32) -> torch.Tensor:
     with torch.no_grad():
         out = [predictor(_to(predictor.collate(features[i:i + batch_size]), device)).cpu()
                for i in range(0, len(features), batch_size)]
-    return torch.cat(out) * predictor.target_std + predictor.target_mean
+    return predictor.unscale(torch.cat(out))
 
 
 def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optional[list] = None,
@@ -104,14 +104,12 @@ def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optio
     torch.manual_seed(seed)
     if isinstance(predictor, StatNNPredictor):
         predictor.fit_normalization(features)
-    predictor.target_mean = float(targets.mean())
-    predictor.target_std = float(targets.std()) if len(targets) > 1 and float(targets.std()) > 0 else 1.0
-    scaled = (targets - predictor.target_mean) / predictor.target_std
+    scaled = predictor.fit_target_scale(targets)
     predictor.to(ctx.device)
     model = ctx.wrap(predictor)
     steps_per_epoch = math.ceil(len(features) / batch_size)
     epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
-    total_steps = epochs * steps_per_epoch
+    total_steps = epochs * sum(1 for _ in ctx.minibatches(range(len(features)), batch_size))
     optimizer = torch.optim.Adam(predictor.parameters(), lr=lr)
     decay = (lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))) if schedule == "cosine" \
         else (lambda step: 1.0)
@@ -122,15 +120,12 @@ def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optio
     for epoch in tqdm(range(1, epochs + 1), disable=not (progress and ctx.is_main), desc="fitting", unit="epoch"):
         model.train()
         order = torch.randperm(len(features), generator=generator).tolist()
-        for i in range(0, len(order), batch_size):
-            batch = order[i:i + batch_size]
-            local = ctx.split_batch(batch)
-            if local is not None:
-                inputs = _to(predictor.collate([features[j] for j in local]), ctx.device)
-                loss = torch.nn.functional.mse_loss(model(inputs), scaled[local].to(ctx.device))
-                optimizer.zero_grad()
-                (loss * ctx.loss_scale(len(local), len(batch))).backward()
-                optimizer.step()
+        for local, scale in ctx.minibatches(order, batch_size):
+            inputs = _to(predictor.collate([features[j] for j in local]), ctx.device)
+            loss = torch.nn.functional.mse_loss(model(inputs), scaled[local].to(ctx.device))
+            optimizer.zero_grad()
+            (loss * scale).backward()
+            optimizer.step()
             scheduler.step()
         if val_features is not None and (epoch % val_every == 0 or epoch == epochs):
             val_loss = float(((predict(predictor, val_features) - val_targets) ** 2).mean())

@@ -12,18 +12,16 @@ Training loop::
 
     ctx = Distributed.from_env()
     model = ctx.wrap(predictor)
-    for batch in minibatches:                       # the same global batches on every rank
-        local = ctx.split_batch(batch)
-        if local is None:                           # fewer items than ranks: every rank skips it
-            continue
-        loss = loss_fn(model(inputs[local]), targets[local]) * ctx.loss_scale(len(local), len(batch))
-        loss.backward(); optimizer.step()
+    order = torch.randperm(n, generator=generator)  # the same order on every rank (same seed)
+    for local, scale in ctx.minibatches(order, batch_size):
+        loss = loss_fn(model(inputs[local]), targets[local])
+        optimizer.zero_grad(); (loss * scale).backward(); optimizer.step()
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, TypeVar
+from typing import Iterator, Optional, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -91,6 +89,15 @@ class Distributed:
         if len(batch) < self.world_size:
             return None
         return batch[self.rank::self.world_size]
+
+    def minibatches(self, order: Sequence[T], batch_size: int) -> Iterator[tuple[Sequence[T], float]]:
+        """Walk ``order`` in global minibatches of ``batch_size``; yield this rank's share of each with its
+        :meth:`loss_scale`. Minibatches with fewer items than ranks are skipped on every rank."""
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            local = self.split_batch(batch)
+            if local is not None:
+                yield local, self.loss_scale(len(local), len(batch))
 
     def loss_scale(self, local_size: int, global_size: int) -> float:
         """Factor for a rank's mean loss over ``local_size`` items so that DDP's gradient average equals the

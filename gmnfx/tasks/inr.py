@@ -209,15 +209,11 @@ def train_editor(editor: WeightEditor, data: INRData, targets: torch.Tensor, tra
         editor.train()
         order = train[torch.randperm(len(train), generator=order_gen)]
         squared, count = 0.0, 0
-        for i in range(0, len(order), batch_size):
-            batch = order[i:i + batch_size]
-            local = ctx.split_batch(batch)
-            if local is None:
-                continue
+        for local, scale in ctx.minibatches(order, batch_size):
             out = render(data.template, data.graph, _edited(model, data, local, device), coords)
             loss = ((out - targets[local].flatten(1).to(device)) ** 2).mean()
             optimizer.zero_grad()
-            (loss * ctx.loss_scale(len(local), len(batch))).backward()
+            (loss * scale).backward()
             optimizer.step()
             squared, count = squared + float(loss.detach()) * len(local), count + len(local)
         history["train_loss"].append(ctx.all_mean(squared) / max(ctx.all_mean(count), 1e-12))

@@ -25,7 +25,27 @@ from gmnfx.nn.layer import _mlp
 __all__ = ["GMNPredictor", "DeepSetsPredictor", "StatNNPredictor", "weight_statistics", "PREDICTORS"]
 
 
-class _GraphPredictor(nn.Module):
+class _Predictor(nn.Module):
+    """Holds the training targets' mean and std as buffers, so a saved ``state_dict`` predicts in real units."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("target_mean", torch.zeros(()))
+        self.register_buffer("target_std", torch.ones(()))
+
+    def fit_target_scale(self, targets: torch.Tensor) -> torch.Tensor:
+        """Store ``targets``' mean and std (1 for fewer than two or constant targets); return them standardized."""
+        std = float(targets.std()) if len(targets) > 1 else 0.0
+        self.target_mean.fill_(float(targets.mean()))
+        self.target_std.fill_(std if std > 0 else 1.0)
+        return (targets - float(self.target_mean)) / float(self.target_std)
+
+    def unscale(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Outputs in standardized units -> target units."""
+        return outputs * self.target_std.to(outputs.device) + self.target_mean.to(outputs.device)
+
+
+class _GraphPredictor(_Predictor):
     def featurize(self, graphs: Sequence[ParameterGraph]) -> list:
         return list(graphs)
 
@@ -87,7 +107,7 @@ def _stats(values: torch.Tensor) -> torch.Tensor:
     return torch.cat([values.mean()[None], std[None], torch.quantile(values, _QUANTILES)])
 
 
-class StatNNPredictor(nn.Module):
+class StatNNPredictor(_Predictor):
     """An MLP on :func:`weight_statistics` (standardized with the training set's mean and std)."""
 
     def __init__(self, hidden_dim: int = 64, max_layers: int = 16) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gmnfx.tasks.accuracy import AccuracyData, accuracy_data, fit, run, split
+from gmnfx.tasks.accuracy import AccuracyData, accuracy_data, fit, predict, run, split
 from gmnfx.tasks.predictors import STATS_PER_LAYER, StatNNPredictor, weight_statistics
 from gmnfx.zoo import Zoo, build_zoo
 from gmnfx.zoo.families import ARCH_BLOCK
@@ -98,3 +98,13 @@ def test_fit_trains_epochs_or_at_least_min_steps(epochs, min_steps, expected):
 def test_fit_refuses_an_unknown_schedule():
     with pytest.raises(ValueError, match="schedule must be 'constant' or 'cosine'"):
         fit(_CountingStatNN(), [torch.zeros(14)] * 2, torch.rand(2), schedule="linear")
+
+
+def test_a_saved_predictor_predicts_in_target_units_after_loading():
+    features = [torch.randn(2 * STATS_PER_LAYER) for _ in range(8)]
+    targets = 50 + 10 * torch.rand(8)  # far from standardized units
+    trained = fit(StatNNPredictor(hidden_dim=4, max_layers=1), features, targets, epochs=3, batch_size=4)
+    loaded = StatNNPredictor(hidden_dim=4, max_layers=1)
+    loaded.load_state_dict(trained.state_dict())
+    torch.testing.assert_close(predict(loaded, features), predict(trained, features))
+    assert float(loaded.target_mean) == pytest.approx(float(targets.mean()))

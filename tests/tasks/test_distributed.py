@@ -36,6 +36,15 @@ def test_shares_of_a_minibatch_cover_it_and_rescale_to_its_mean():
     assert all(ctx.split_batch([1, 2]) is None for ctx in ranks)  # too small: every rank skips it
 
 
+def test_minibatches_yield_each_ranks_share_and_skip_batches_smaller_than_the_world():
+    order = list(range(9))  # global minibatches of 4: [0..3], [4..7], [8]
+    ranks = [Distributed(rank=r, world_size=2) for r in range(2)]
+    walks = [list(ctx.minibatches(order, 4)) for ctx in ranks]
+    assert [local for local, _ in walks[0]] == [[0, 2], [4, 6]] and [local for local, _ in walks[1]] == [[1, 3], [5, 7]]
+    assert all(scale == 1.0 for walk in walks for _, scale in walk)
+    assert list(Distributed().minibatches(order, 4)) == [([0, 1, 2, 3], 1.0), ([4, 5, 6, 7], 1.0), ([8], 1.0)]
+
+
 def test_missing_rendezvous_variables_are_named(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
