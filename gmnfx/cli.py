@@ -71,6 +71,16 @@ def parse_list(text: str, option: str, cast=str, allowed=None) -> list:
     return values
 
 
+def check_numbers(args: argparse.Namespace, *, positive: Sequence[str] = (), non_negative: Sequence[str] = ()) -> None:
+    """A :class:`CliError` naming the first option (``"--epochs"``...) of ``positive`` that is not > 0, or of
+    ``non_negative`` that is < 0 (NaN fails both)."""
+    for option, floor in [(o, "positive") for o in positive] + [(o, "non-negative") for o in non_negative]:
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        if not (value > 0 if floor == "positive" else value >= 0):
+            kind = "integer" if isinstance(value, int) else "number"
+            raise CliError(f"{option}: expected a {floor} {kind} (got {value})")
+
+
 # ---------------------------------------------------------------------- parsing helpers
 def parse_input_shape(text: str) -> tuple[int, ...]:
     """``"1,3,32,32"`` -> ``(1, 3, 32, 32)``; anything but comma-separated positive integers is an error."""
@@ -239,8 +249,7 @@ def _cmd_draw(args: argparse.Namespace) -> int:
     """``gmnfx draw``: render a graph to a PNG."""
     from gmnfx.draw import draw_graph
 
-    if args.max_nodes <= 0:
-        raise CliError(f"--max-nodes: expected a positive integer (got {args.max_nodes})")
+    check_numbers(args, positive=["--max-nodes"])
     _check_output_dir(args.output)
     graph = _load_target(args)
     draw_graph(graph, args.output, max_nodes=args.max_nodes)

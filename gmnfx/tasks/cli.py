@@ -35,7 +35,7 @@ def add_accuracy_command(sub) -> None:
 
 
 def _cmd_accuracy(args: argparse.Namespace) -> int:
-    from gmnfx.cli import CliError, parse_list, usage_errors
+    from gmnfx.cli import check_numbers, parse_list, usage_errors
     from gmnfx.tasks.accuracy import SETTINGS
     from gmnfx.tasks.distributed import Distributed
     from gmnfx.tasks.predictors import PREDICTORS
@@ -45,11 +45,7 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     seeds = parse_list(args.seeds, "--seeds", cast=int)
     predictors = parse_list(args.predictors, "--predictors", allowed=tuple(PREDICTORS))
     settings = parse_list(args.settings, "--settings", allowed=SETTINGS)
-    for name, value in (("--epochs", args.epochs), ("--hidden", args.hidden), ("--gmn-layers", args.gmn_layers)):
-        if value < 1:
-            raise CliError(f"{name} must be a positive integer (got {value})")
-    if args.min_steps < 0 or not args.lr > 0:
-        raise CliError(f"--min-steps must be >= 0 and --lr > 0 (got {args.min_steps} and {args.lr})")
+    check_numbers(args, positive=["--epochs", "--hidden", "--gmn-layers", "--lr"], non_negative=["--min-steps"])
     results = args.results or os.path.join(args.zoo, "accuracy-runs.jsonl")
     with usage_errors(ValueError, ZooError, OSError):
         rows = accuracy_table(args.zoo, results, predictors=predictors, settings=settings, seeds=seeds,

@@ -47,27 +47,26 @@ def add_inr_commands(sub) -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from gmnfx.cli import usage_errors
+    from gmnfx.cli import check_numbers, usage_errors
     from gmnfx.zoo.siren import build_siren_zoo
 
+    check_numbers(args, positive=["--n", "--steps", "--hidden", "--depth", "--image-size"])
     with usage_errors(ValueError, TypeError):
-        if args.n < 1 or args.steps < 1:
-            raise ValueError(f"--n and --steps must be positive (got --n {args.n}, --steps {args.steps})")
         build_siren_zoo(args.out, args.n, seed=args.seed, hidden=args.hidden, depth=args.depth,
                         image_size=args.image_size, steps=args.steps, log=None if args.quiet else print)
     return 0
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
-    from gmnfx.cli import parse_list, usage_errors
+    from gmnfx.cli import check_numbers, parse_list, usage_errors
     from gmnfx.tasks.inr import EDITORS, inr_data, run_inr_table
     from gmnfx.zoo.storage import Zoo
 
+    check_numbers(args, positive=["--epochs", "--lr", "--hidden-dim", "--layers", "--mlp-hidden"],
+                  non_negative=["--mlp-layers"])
     with usage_errors(ValueError, OSError):
         editors = parse_list(args.editors, "--editors", allowed=EDITORS)
         seeds = parse_list(args.seeds, "--seeds", cast=int)
-        if args.epochs < 1:
-            raise ValueError(f"--epochs must be positive (got {args.epochs})")
         data = inr_data(Zoo.open(args.zoo))
     targets = ["dilate", "contrast"] if args.target == "both" else [args.target]
     run_inr_table(data, editors, targets, seeds, args.out, epochs=args.epochs, lr=args.lr, gamma=args.gamma,

@@ -45,9 +45,10 @@ def add_demo_command(sub) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gmnfx.cli import usage_errors
+    from gmnfx.cli import check_numbers, usage_errors
     from gmnfx.tasks.demo import run_demo
 
+    check_numbers(args, positive=["--n", "--epochs", "--gmn-layers"])
     with usage_errors(ValueError, TypeError):
         run_demo(args.out, num_models=args.n, epochs=args.epochs, seed=args.seed, gmn_layers=args.gmn_layers,
                  progress=not args.quiet)
@@ -55,10 +56,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from gmnfx.cli import usage_errors
+    from gmnfx.cli import check_numbers, usage_errors
     from gmnfx.zoo.build import build_zoo
     from gmnfx.zoo.storage import parse_shard
 
+    check_numbers(args, positive=["--n", "--group-size"])
     with usage_errors(ValueError, TypeError):
         build_zoo(args.out, args.family, args.n, seed=args.seed, shard=parse_shard(args.shard),
                   group_size=args.group_size, progress=not args.quiet)

@@ -247,7 +247,8 @@ def _run_cli(argv):
     (["--seeds", "0,x"], "--seeds: expected comma-separated integers like 0,1,2 (got '0,x')"),
     (["--seeds", "0,,1"], "--seeds: expected a comma-separated list"),
     (["--seeds", "1,1"], "names an item twice"),
-    (["--epochs", "0"], "--epochs must be positive"),
+    (["--epochs", "0"], "--epochs: expected a positive integer (got 0)"),
+    (["--lr", "-0.1"], "--lr: expected a positive number (got -0.1)"),
 ])
 def test_edit_command_rejects_bad_arguments(zoo, argv, message):
     from gmnfx.cli import CliError
@@ -266,7 +267,7 @@ def test_edit_command_rejects_a_directory_that_is_not_a_siren_zoo(tmp_path):
 def test_build_and_edit_commands_run(tmp_path, capsys):
     from gmnfx.cli import CliError
 
-    with pytest.raises(CliError, match="--n and --steps must be positive"):
+    with pytest.raises(CliError, match=r"--n: expected a positive integer \(got 0\)"):
         _run_cli(["inr", "build", "--n", "0", "--out", str(tmp_path / "zoo")])
     assert _run_cli(["inr", "build", "--n", "5", "--out", str(tmp_path / "zoo"), "--hidden", "4",
                      "--image-size", "8", "--steps", "5", "-q"]) == 0

@@ -86,7 +86,9 @@ def test_accuracy_command_prints_the_table_and_plots_seed_0(tiny_zoo, tmp_path, 
     (["--predictors", "gmn,svm"], "--predictors: unknown 'svm'; choose from gmn, deepsets, statnn"),
     (["--settings", "10%"], "--settings: unknown '10%'; choose from 50%, 5%, ood"),
     (["--seeds", "1,1"], "--seeds: '1,1' names an item twice"),
-    (["--epochs", "0"], "--epochs must be a positive integer"),
+    (["--epochs", "0"], "--epochs: expected a positive integer (got 0)"),
+    (["--lr", "nan"], "--lr: expected a positive number (got nan)"),
+    (["--min-steps", "-1"], "--min-steps: expected a non-negative integer (got -1)"),
 ])
 def test_accuracy_command_errors(tiny_zoo, tmp_path, capsys, args, message):
     assert main(["accuracy", "--zoo", tiny_zoo, "--results", str(tmp_path / "r.jsonl"), *args]) == 2
