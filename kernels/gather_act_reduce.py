@@ -21,7 +21,8 @@ from .gather_add_act import (
     segment_sum_triton,
 )
 from .segment_reduce import (
-    _REDUCE_CODE, BLOCK_K, REDUCTIONS, _finish_reduce, _reduce_tile, block_h, check_csr, check_triton_inputs, flat,
+    _REDUCE_CODE, BLOCK_K, REDUCTIONS, _finish_reduce, _reduce_start, _reduce_tile, _segment_program,
+    _segment_rows, _store_reduced, block_h, check_csr, check_triton_inputs, flat,
     segment_reduce_reference,
 )
 from .segments import Segments, check_index, check_index_range
@@ -31,18 +32,15 @@ __all__ = ["GatherActReduceFunction", "gather_act_reduce", "gather_act_reduce_re
 
 # ----------------------------------------------------------------------------------------------- Triton kernels
 @jit
-def _edge_pre(a_ptr, index_a_ptr, c_ptr, perm_ptr, pos, row_mask, cols, mask,
-              stride_am, stride_ah, stride_cm, stride_ch, HAS_C: tl.constexpr, HAS_PERM: tl.constexpr):
-    """``(edges, pre)`` for the positions ``pos`` of a segment: ``pre = a[index_a[e]] + c[e]`` in float32."""
-    edges = pos
-    if HAS_PERM:
-        edges = tl.load(perm_ptr + pos, mask=row_mask, other=0).to(tl.int64)
+def _edge_pre(a_ptr, index_a_ptr, c_ptr, edges, row_mask, cols, mask,
+              stride_am, stride_ah, stride_cm, stride_ch, HAS_C: tl.constexpr):
+    """``pre = a[index_a[e]] + c[e]`` in float32 for the ``edges`` of a tile of a segment."""
     ia = tl.load(index_a_ptr + edges, mask=row_mask, other=0).to(tl.int64)
     pre = tl.load(a_ptr + ia[:, None] * stride_am + cols[None, :] * stride_ah, mask=mask, other=0.0).to(tl.float32)
     if HAS_C:
         pre += tl.load(c_ptr + edges[:, None] * stride_cm + cols[None, :] * stride_ch, mask=mask, other=0.0).to(
             tl.float32)
-    return edges, pre
+    return pre
 
 
 @jit
@@ -53,26 +51,16 @@ def _gather_act_reduce_fwd_kernel(
     BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """One program per (segment, block of columns): loop over the segment's edges, computing messages on the fly."""
-    s = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    col_mask = cols < H
-    start = tl.load(rowptr_ptr + s).to(tl.int64)
-    end = tl.load(rowptr_ptr + s + 1).to(tl.int64)
-    acc = tl.zeros([BLOCK_H], dtype=tl.float32)
-    if REDUCE == 2:
-        acc = tl.full([BLOCK_H], float("-inf"), tl.float32)
-    arg = tl.full([BLOCK_H], -1, tl.int32)
+    s, cols, col_mask, start, end = _segment_program(rowptr_ptr, H, BLOCK_H)
+    acc, arg = _reduce_start(REDUCE, BLOCK_H)
     for k0 in range(start, end, BLOCK_K):
-        pos = k0 + tl.arange(0, BLOCK_K)
-        row_mask = pos < end
+        pos, row_mask, edges = _segment_rows(perm_ptr, k0, end, HAS_PERM, BLOCK_K)
         mask = row_mask[:, None] & col_mask[None, :]
-        _, pre = _edge_pre(a_ptr, index_a_ptr, c_ptr, perm_ptr, pos, row_mask, cols, mask,
-                           stride_am, stride_ah, stride_cm, stride_ch, HAS_C, HAS_PERM)
+        pre = _edge_pre(a_ptr, index_a_ptr, c_ptr, edges, row_mask, cols, mask,
+                        stride_am, stride_ah, stride_cm, stride_ch, HAS_C)
         acc, arg = _reduce_tile(acc, arg, _activate(pre, ACT), pos.to(tl.int32), mask, REDUCE)
     acc = _finish_reduce(acc, arg, end - start, REDUCE)
-    tl.store(out_ptr + s * stride_om + cols * stride_oh, acc.to(out_ptr.dtype.element_ty), mask=col_mask)
-    if REDUCE == 2:
-        tl.store(arg_ptr + s * stride_om + cols * stride_oh, arg, mask=col_mask)
+    _store_reduced(out_ptr, arg_ptr, s, cols, col_mask, acc, arg, stride_om, stride_oh, REDUCE)
 
 
 @jit
@@ -84,11 +72,7 @@ def _gather_act_reduce_bwd_kernel(
     BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """grad_pre[e] = grad_out[s] * (1 | 1/deg | [k is the argmax]) * act'(pre[e]) for every edge e of segment s."""
-    s = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    col_mask = cols < H
-    start = tl.load(rowptr_ptr + s).to(tl.int64)
-    end = tl.load(rowptr_ptr + s + 1).to(tl.int64)
+    s, cols, col_mask, start, end = _segment_program(rowptr_ptr, H, BLOCK_H)
     g = tl.load(grad_out_ptr + s * stride_gm + cols * stride_gh, mask=col_mask, other=0.0).to(tl.float32)
     if REDUCE == 1:
         g = g / tl.maximum(end - start, 1).to(tl.float32)
@@ -96,11 +80,10 @@ def _gather_act_reduce_bwd_kernel(
     if REDUCE == 2:
         arg = tl.load(arg_ptr + s * stride_xm + cols * stride_xh, mask=col_mask, other=-1).to(tl.int64)
     for k0 in range(start, end, BLOCK_K):
-        pos = k0 + tl.arange(0, BLOCK_K)
-        row_mask = pos < end
+        pos, row_mask, edges = _segment_rows(perm_ptr, k0, end, HAS_PERM, BLOCK_K)
         mask = row_mask[:, None] & col_mask[None, :]
-        edges, pre = _edge_pre(a_ptr, index_a_ptr, c_ptr, perm_ptr, pos, row_mask, cols, mask,
-                               stride_am, stride_ah, stride_cm, stride_ch, HAS_C, HAS_PERM)
+        pre = _edge_pre(a_ptr, index_a_ptr, c_ptr, edges, row_mask, cols, mask,
+                        stride_am, stride_ah, stride_cm, stride_ch, HAS_C)
         grad = g[None, :] * _activate_grad(pre, ACT)
         if REDUCE == 2:
             grad = tl.where(pos[:, None] == arg[None, :], grad, 0.0)

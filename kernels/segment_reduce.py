@@ -29,6 +29,45 @@ MAX_BLOCK_H = 64  # columns per program
 
 # ----------------------------------------------------------------------------------------------- Triton kernels
 @jit
+def _segment_program(rowptr_ptr, H, BLOCK_H: tl.constexpr):
+    """What a (segment, block of columns) program works on: ``(s, cols, col_mask, start, end)``, the segment's
+    positions being ``[start, end)``."""
+    s = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    start = tl.load(rowptr_ptr + s).to(tl.int64)
+    end = tl.load(rowptr_ptr + s + 1).to(tl.int64)
+    return s, cols, cols < H, start, end
+
+
+@jit
+def _segment_rows(perm_ptr, k0, end, HAS_PERM: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``(pos, row_mask, rows)`` of the ``BLOCK_K`` positions from ``k0``: rows are ``perm[pos]`` or ``pos``."""
+    pos = k0 + tl.arange(0, BLOCK_K)
+    row_mask = pos < end
+    rows = pos
+    if HAS_PERM:
+        rows = tl.load(perm_ptr + pos, mask=row_mask, other=0).to(tl.int64)
+    return pos, row_mask, rows
+
+
+@jit
+def _reduce_start(REDUCE: tl.constexpr, BLOCK_H: tl.constexpr):
+    """The running ``(acc, arg)`` of an empty segment: 0 (or -inf for max) and no argmax position (-1)."""
+    acc = tl.zeros([BLOCK_H], dtype=tl.float32)
+    if REDUCE == 2:
+        acc = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    return acc, tl.full([BLOCK_H], -1, tl.int32)
+
+
+@jit
+def _store_reduced(out_ptr, arg_ptr, s, cols, col_mask, acc, arg, stride_om, stride_oh, REDUCE: tl.constexpr):
+    """Write a segment's output row (and, for max, its argmax positions, laid out like the output)."""
+    tl.store(out_ptr + s * stride_om + cols * stride_oh, acc.to(out_ptr.dtype.element_ty), mask=col_mask)
+    if REDUCE == 2:
+        tl.store(arg_ptr + s * stride_om + cols * stride_oh, arg, mask=col_mask)
+
+
+@jit
 def _reduce_tile(acc, arg, x, pos, mask, REDUCE: tl.constexpr):
     """Fold a ``[BLOCK_K, BLOCK_H]`` float32 tile ``x`` at positions ``pos`` into the running ``acc`` / ``arg``."""
     if REDUCE == 2:
@@ -60,28 +99,15 @@ def _segment_reduce_fwd_kernel(
     HAS_PERM: tl.constexpr, REDUCE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """One program per (segment, block of columns): loop over the segment's positions."""
-    s = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    col_mask = cols < H
-    start = tl.load(rowptr_ptr + s).to(tl.int64)
-    end = tl.load(rowptr_ptr + s + 1).to(tl.int64)
-    acc = tl.zeros([BLOCK_H], dtype=tl.float32)
-    if REDUCE == 2:
-        acc = tl.full([BLOCK_H], float("-inf"), tl.float32)
-    arg = tl.full([BLOCK_H], -1, tl.int32)
+    s, cols, col_mask, start, end = _segment_program(rowptr_ptr, H, BLOCK_H)
+    acc, arg = _reduce_start(REDUCE, BLOCK_H)
     for k0 in range(start, end, BLOCK_K):
-        pos = k0 + tl.arange(0, BLOCK_K)
-        row_mask = pos < end
-        rows = pos
-        if HAS_PERM:
-            rows = tl.load(perm_ptr + pos, mask=row_mask, other=0).to(tl.int64)
+        pos, row_mask, rows = _segment_rows(perm_ptr, k0, end, HAS_PERM, BLOCK_K)
         mask = row_mask[:, None] & col_mask[None, :]
         x = tl.load(values_ptr + rows[:, None] * stride_vm + cols[None, :] * stride_vh, mask=mask, other=0.0)
         acc, arg = _reduce_tile(acc, arg, x.to(tl.float32), pos.to(tl.int32), mask, REDUCE)
     acc = _finish_reduce(acc, arg, end - start, REDUCE)
-    tl.store(out_ptr + s * stride_om + cols * stride_oh, acc.to(out_ptr.dtype.element_ty), mask=col_mask)
-    if REDUCE == 2:
-        tl.store(arg_ptr + s * stride_om + cols * stride_oh, arg, mask=col_mask)
+    _store_reduced(out_ptr, arg_ptr, s, cols, col_mask, acc, arg, stride_om, stride_oh, REDUCE)
 
 
 @jit
@@ -91,9 +117,7 @@ def _segment_reduce_bwd_kernel(
     HAS_PERM: tl.constexpr, REDUCE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     """One program per (segment, block of columns): each position of the segment gets its share of grad_out[s]."""
-    s = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    col_mask = cols < H
+    s, cols, col_mask, start, end = _segment_program(rowptr_ptr, H, BLOCK_H)
     g = tl.load(grad_out_ptr + s * stride_gm + cols * stride_gh, mask=col_mask, other=0.0).to(tl.float32)
     if REDUCE == 2:  # only the first maximal position of each column
         arg = tl.load(arg_ptr + s * stride_am + cols * stride_ah, mask=col_mask, other=-1).to(tl.int64)
@@ -104,17 +128,11 @@ def _segment_reduce_bwd_kernel(
         ptrs = grad_values_ptr + rows * stride_vm + cols * stride_vh
         tl.store(ptrs, g.to(grad_values_ptr.dtype.element_ty), mask=hit)
     else:
-        start = tl.load(rowptr_ptr + s).to(tl.int64)
-        end = tl.load(rowptr_ptr + s + 1).to(tl.int64)
         if REDUCE == 1:
             g = g / tl.maximum(end - start, 1).to(tl.float32)
         tile = tl.broadcast_to(g[None, :], [BLOCK_K, BLOCK_H]).to(grad_values_ptr.dtype.element_ty)
         for k0 in range(start, end, BLOCK_K):
-            pos = k0 + tl.arange(0, BLOCK_K)
-            row_mask = pos < end
-            rows = pos
-            if HAS_PERM:
-                rows = tl.load(perm_ptr + pos, mask=row_mask, other=0).to(tl.int64)
+            pos, row_mask, rows = _segment_rows(perm_ptr, k0, end, HAS_PERM, BLOCK_K)
             mask = row_mask[:, None] & col_mask[None, :]
             tl.store(grad_values_ptr + rows[:, None] * stride_vm + cols[None, :] * stride_vh, tile, mask=mask)
 
