@@ -32,8 +32,8 @@ import torch.nn as nn
 import gmnfx
 from gmnfx.errors import GmnfxError
 
-__all__ = ["main", "CliError", "usage_errors", "parse_list", "parse_input_shape", "load_factory", "build_model",
-           "format_layer_table"]
+__all__ = ["main", "CliError", "usage_errors", "parse_list", "check_numbers", "parse_input_shape", "load_factory",
+           "build_model", "format_layer_table"]
 
 EXIT_USAGE = 2
 _SHAPE_ITEM = re.compile(r"\s*[0-9]+\s*")

@@ -15,7 +15,7 @@ import torch
 
 from gmnfx.tasks.distributed import Distributed
 from gmnfx.tasks.metrics import kendall_tau, r2_score
-from gmnfx.tasks.predictors import PREDICTORS, StatNNPredictor
+from gmnfx.tasks.predictors import PREDICTORS
 
 __all__ = ["AccuracyData", "accuracy_data", "split", "fit", "predict", "run", "SETTINGS"]
 
@@ -102,9 +102,7 @@ def fit(predictor, features: list, targets: torch.Tensor, *, val_features: Optio
         raise ValueError(f"schedule must be 'constant' or 'cosine' (got {schedule!r})")
     ctx = distributed or Distributed.from_env()
     torch.manual_seed(seed)
-    if isinstance(predictor, StatNNPredictor):
-        predictor.fit_normalization(features)
-    scaled = predictor.fit_target_scale(targets)
+    scaled = predictor.fit_scales(features, targets)
     predictor.to(ctx.device)
     model = ctx.wrap(predictor)
     steps_per_epoch = math.ceil(len(features) / batch_size)

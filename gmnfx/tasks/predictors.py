@@ -7,7 +7,8 @@
   family of baselines).
 
 A predictor turns graphs into its inputs once (``featurize``), batches them (``collate``) and maps a batch to
-one number per graph (``forward``).
+one number per graph (``forward``). ``fit_scales`` fits what it standardizes (targets, and StatNN's statistics)
+to the training set; those scales are buffers, so they are saved with the ``state_dict``.
 """
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ class _Predictor(nn.Module):
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
 
-    def fit_target_scale(self, targets: torch.Tensor) -> torch.Tensor:
-        """Store ``targets``' mean and std (1 for fewer than two or constant targets); return them standardized."""
+    def fit_scales(self, features: list, targets: torch.Tensor) -> torch.Tensor:
+        """Fit what the predictor standardizes to its training set: here ``targets``' mean and std (std 1 for
+        fewer than two or constant targets). Returns the standardized targets."""
         std = float(targets.std()) if len(targets) > 1 else 0.0
         self.target_mean.fill_(float(targets.mean()))
         self.target_std.fill_(std if std > 0 else 1.0)
@@ -122,10 +124,12 @@ class StatNNPredictor(_Predictor):
     def featurize(self, graphs: Sequence[ParameterGraph]) -> list:
         return [weight_statistics(g, self.max_layers) for g in graphs]
 
-    def fit_normalization(self, features: list) -> None:
+    def fit_scales(self, features: list, targets: torch.Tensor) -> torch.Tensor:
+        """Also standardize every statistic with the training set's mean and std."""
         stacked = torch.stack(features)
         self.mean.copy_(stacked.mean(0))
         self.std.copy_(stacked.std(0).clamp_min(1e-6) if len(features) > 1 else torch.ones_like(self.std))
+        return super().fit_scales(features, targets)
 
     def collate(self, items: list) -> torch.Tensor:
         return torch.stack(items)
